@@ -1,0 +1,1 @@
+"""The flow that joins spaces, targets and costs: lower, build, evaluate, emit."""

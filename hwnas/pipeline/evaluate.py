@@ -1,0 +1,155 @@
+"""One candidate's path: lower, apply the target's passes, build, cost.
+
+    evaluate(candidate, target) -> Evaluation (metrics, the built module, timings)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hwnas.arch import ArchSpace
+from hwnas.errors import CompileError, HwnasError, InvalidConfigError
+from hwnas.metrics import check_values
+from hwnas.pipeline import graph, lower
+from hwnas.targets import Built, Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """(space, genome, hardware config) or (ONNX file, hardware config)."""
+
+    hw: Mapping[str, Any]
+    space: ArchSpace | None = None
+    genome: tuple[int, ...] | None = None
+    onnx_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.space is None) == (self.onnx_path is None):
+            raise InvalidConfigError("a candidate names either a space and a genome, or an ONNX file")
+        if self.space is not None:
+            object.__setattr__(self, "genome", self.space.validate(self.genome or ()))
+        else:
+            object.__setattr__(self, "onnx_path", Path(self.onnx_path))
+        object.__setattr__(self, "hw", dict(self.hw))
+
+    @classmethod
+    def from_space(cls, space: ArchSpace, genome: Sequence[int], hw: Mapping[str, Any] | None = None) -> Candidate:
+        return cls(hw=hw or {}, space=space, genome=tuple(genome))
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, hw: Mapping[str, Any] | None = None) -> Candidate:
+        return cls(hw=hw or {}, onnx_path=Path(path))
+
+    def architecture(self) -> dict[str, Any]:
+        """A JSON-able description of the network half of the candidate."""
+        if self.space is not None:
+            return {
+                "space": self.space.name,
+                "genome": list(self.genome),
+                "description": self.space.describe(self.genome),
+            }
+        data = self.onnx_path.read_bytes() if self.onnx_path.is_file() else b""
+        return {"onnx": str(self.onnx_path), "onnx_sha256": hashlib.sha256(data).hexdigest()}
+
+    def key(self, hw: Mapping[str, Any] | None = None) -> str:
+        """A stable id of (architecture, hardware config)."""
+        arch = self.architecture()
+        arch.pop("description", None)
+        arch.pop("onnx", None)
+        blob = json.dumps({"arch": arch, "hw": dict(hw if hw is not None else self.hw)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Evaluation:
+    candidate: Candidate
+    target: Target
+    #: the complete hardware config that was applied
+    hw: dict[str, Any]
+    metrics: dict[str, float]
+    built: Built
+    #: the ONNX file the module was imported from
+    onnx_path: Path
+    #: seconds spent per step: export, import, passes, compile, cost
+    timings: dict[str, float]
+
+
+def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
+    """Run ``passes`` in order on ``mod``; a failing pass is a :class:`CompileError` naming it."""
+    import contextlib
+
+    ctx = tvm_target if tvm_target is not None else contextlib.nullcontext()
+    for p in passes:
+        try:
+            with ctx:
+                mod = p(mod)
+        except HwnasError:
+            raise
+        except Exception as exc:  # TVM raises untyped errors from inside passes
+            name = getattr(getattr(p, "info", None), "name", None) or getattr(p, "__name__", type(p).__name__)
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise CompileError(f"{stage} pass {name} failed: {lines[-1] if lines else type(exc).__name__}") from None
+    return mod
+
+
+def evaluate(
+    candidate: Candidate,
+    target: Target,
+    *,
+    cost: str | None = None,
+    workdir: str | Path | None = None,
+) -> Evaluation:
+    """Lower ``candidate``, apply ``target``'s passes for its hardware config, build and cost it.
+
+    ``workdir`` keeps the exported ONNX file (a space candidate is exported to
+    ``workdir/model.onnx``); without it a temporary folder is used.
+    """
+    timings: dict[str, float] = {}
+    hw = target.hardware_space.validate(candidate.hw)
+    method = target.cost_method(cost)
+
+    t0 = time.perf_counter()
+    if candidate.space is not None:
+        folder = Path(workdir) if workdir is not None else lower.scratch_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        net = candidate.space.build(candidate.genome)
+        onnx_path = lower.export_onnx(net, candidate.space.input_shape(candidate.genome), folder / "model.onnx")
+    else:
+        onnx_path = candidate.onnx_path
+    timings["export_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    model = lower.load_onnx(onnx_path)
+    mod = lower.to_relax(model)
+    timings["import_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tvm_target = target.tvm_target(hw)
+    mod = apply_passes(mod, target.graph_passes(hw), tvm_target=tvm_target, stage="graph")
+    mod = apply_passes(mod, [lower.fuse], tvm_target=tvm_target, stage="fusion")
+    mod = apply_passes(mod, target.schedule_passes(hw), tvm_target=tvm_target, stage="schedule")
+    timings["passes_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    built = target.build(mod, hw)
+    timings["compile_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    values = dict(target.cost(built, method=method))
+    values.setdefault("macs", graph.count_macs(model))
+    metrics = check_values(values)
+    timings["cost_s"] = time.perf_counter() - t0
+    log.info("evaluated %s on %s: %s", candidate.key(hw), target.spec, metrics)
+    return Evaluation(
+        candidate=candidate, target=target, hw=hw, metrics=metrics, built=built, onnx_path=Path(onnx_path),
+        timings=timings,
+    )

@@ -1,0 +1,100 @@
+"""The contract of a target backend.
+
+A target declares its hardware search space as data, the TVM passes that apply
+one configuration, how to build, how to cost and how to emit an artifact. The
+pipeline calls these methods in one order and never looks at a target's name:
+
+    graph_passes(hw) -> [lower to fused PrimFuncs] -> schedule_passes(hw)
+        -> build(mod, hw) -> cost(built, method=...) -> emit(built, out_dir)
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hwnas.errors import InvalidConfigError
+from hwnas.hss import HardwareSpace
+
+
+@dataclasses.dataclass
+class Built:
+    """A module compiled for one target and hardware config."""
+
+    #: the fused, scheduled Relax IRModule that was compiled
+    module: Any
+    #: the compiled ``tvm.runtime.Executable``
+    executable: Any
+    #: the ``tvm.target.Target`` it was compiled for
+    tvm_target: Any
+    #: the complete, validated hardware config
+    hw: dict[str, Any]
+    #: input name -> (shape, dtype); output (shape, dtype) list
+    inputs: dict[str, tuple[tuple[int, ...], str]]
+    outputs: list[tuple[tuple[int, ...], str]]
+
+
+class Target(abc.ABC):
+    """A backend. Subclasses set the class attributes and implement the methods."""
+
+    #: registry name, e.g. ``"cpu"``; ``"mcu:stm32f746"`` passes ``"stm32f746"`` as ``variant``
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: metric names (see :mod:`hwnas.metrics`) that :meth:`cost` returns
+    metrics: ClassVar[tuple[str, ...]] = ()
+    #: cost methods :meth:`cost` accepts; the first is the default
+    cost_methods: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
+
+    @property
+    def spec(self) -> str:
+        """The name a user types for this target instance."""
+        return self.name if self.variant is None else f"{self.name}:{self.variant}"
+
+    def cost_method(self, method: str | None) -> str:
+        """``method``, or the default one when None; a clear error if the target lacks it."""
+        if method is None:
+            return self.cost_methods[0]
+        if method not in self.cost_methods:
+            raise InvalidConfigError(
+                f"target {self.spec} has no cost method {method!r}; it has: {', '.join(self.cost_methods)}"
+            )
+        return method
+
+    @property
+    @abc.abstractmethod
+    def hardware_space(self) -> HardwareSpace:
+        """The HSS: the knobs a search may set."""
+
+    @abc.abstractmethod
+    def tvm_target(self, hw: dict[str, Any]):
+        """The ``tvm.target.Target`` the module is compiled for."""
+
+    def graph_passes(self, hw: dict[str, Any]) -> list:
+        """Relax passes run on the imported module before legalization and fusion."""
+        return []
+
+    def schedule_passes(self, hw: dict[str, Any]) -> list:
+        """Passes run on the fused module: they schedule its PrimFuncs for ``hw``."""
+        return []
+
+    @abc.abstractmethod
+    def build(self, mod, hw: dict[str, Any]) -> Built:
+        """Compile a fused, scheduled module."""
+
+    @abc.abstractmethod
+    def cost(self, built: Built, *, method: str) -> dict[str, float]:
+        """Metrics of a built module by ``method`` (one of :attr:`cost_methods`)."""
+
+    @abc.abstractmethod
+    def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
+        """Write the deployable files into ``out_dir``; return role -> path."""
+
+    def runtime_info(self, built: Built) -> dict[str, Any]:
+        """What a loader needs to run the emitted library with the stock TVM runtime
+        (written into the manifest): ``{"device": "cpu", ...}``."""
+        return {"device": "cpu"}

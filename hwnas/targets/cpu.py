@@ -1,0 +1,152 @@
+"""The host CPU through LLVM: scheduled TIR, compiled, measured for real.
+
+HSS knobs (see :mod:`hwnas.passes` for what each does to the code): data
+layout and channel packing, output-channel / row / column / reduction tiles,
+loop order, the loops fused into the parallel loop, vector width, unroll,
+and the number of runtime threads.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import CompileError, InvalidConfigError
+from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
+from hwnas.targets import analysis, measure
+from hwnas.targets.base import Built, Target
+from hwnas.util import filtered_native_stderr
+
+
+def host_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def native_lanes() -> int:
+    """fp32 lanes of the host's widest vector registers (16 with AVX-512, 8 with AVX2, else 4)."""
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
+    for feature, lanes in (("avx512f", 16), ("avx2", 8)):
+        if codegen.target_has_features(feature, target):
+            return lanes
+    return 4
+
+
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> str:
+    """LLVM's name of the host CPU (``-mcpu=native`` is not accepted by TVM)."""
+    import tvm
+
+    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+
+class CpuTarget(Target):
+    """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
+
+    name = "cpu"
+    description = "host CPU via LLVM: scheduled TIR, measured latency"
+    metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "macs")
+    cost_methods = ("measure",)
+
+    #: measurement settings (the benchmark raises repeats)
+    warmup = 3
+    repeats = 10
+    min_repeat_ms = 20.0
+
+    def __init__(self, variant: str | None = None) -> None:
+        if variant is not None:
+            raise InvalidConfigError(f"target 'cpu' takes no variant, got 'cpu:{variant}'")
+        super().__init__(variant)
+        self.cores = host_cores()
+
+    @functools.cached_property
+    def hardware_space(self) -> HardwareSpace:
+        from hwnas.passes import LOOP_ORDERS, PARALLEL_AXES
+
+        return HardwareSpace(
+            name="cpu",
+            params={
+                "layout": ChoiceParam(("NCHW", "NCHWc"), doc="activation/weight layout of convolutions"),
+                "pack": ChoiceParam((4, 8, 16), default_value=8, doc="channel block of the packed NCHWc layout"),
+                "tile_oc": Pow2Param(1, 64, default_value=8, doc="output-channel register tile"),
+                "tile_oh": Pow2Param(1, 8, default_value=1, doc="output-row tile"),
+                "tile_ow": Pow2Param(1, 32, default_value=16, doc="output-column tile"),
+                "tile_rc": Pow2Param(1, 64, default_value=8, doc="reduction (input-channel) tile"),
+                "loop_order": ChoiceParam(tuple(LOOP_ORDERS), doc="order of the outer tile loops"),
+                "parallel": ChoiceParam(
+                    tuple(PARALLEL_AXES), default_value="outer", doc="outer tile loops fused into the parallel loop"
+                ),
+                "vector_width": ChoiceParam(
+                    (1, 4, 8, 16), default_value=native_lanes(), doc="lanes of the vectorized inner loop (1: off)"
+                ),
+                "unroll": ChoiceParam((0, 16, 64, 256), default_value=64, doc="max auto-unroll step of inner loops"),
+                "num_threads": IntParam(1, self.cores, default_value=self.cores, doc="runtime threads"),
+            },
+            constraints=(
+                Constraint(
+                    "vector_width must not exceed the vectorized tile (tile_oc or tile_ow)",
+                    lambda c: c["vector_width"] <= max(c["tile_oc"], c["tile_ow"]),
+                ),
+            ),
+        )
+
+    def tvm_target(self, hw: dict[str, Any]):
+        import tvm
+
+        return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(hw["num_threads"])})
+
+    def graph_passes(self, hw: dict[str, Any]) -> list:
+        from hwnas.passes import cpu_graph_passes
+
+        return cpu_graph_passes(hw)
+
+    def schedule_passes(self, hw: dict[str, Any]) -> list:
+        from hwnas.passes import cpu_schedule_passes
+
+        return cpu_schedule_passes(hw)
+
+    def build(self, mod, hw: dict[str, Any]) -> Built:
+        from hwnas.pipeline.lower import compile_module
+
+        tgt = self.tvm_target(hw)
+        try:
+            with tgt:
+                ex = compile_module(mod, tgt)
+        except Exception as exc:  # TVM's errors are not typed usefully
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise CompileError(f"compiling for cpu failed: {lines[-1] if lines else type(exc).__name__}") from None
+        inputs, outputs = analysis.io_signature(mod)
+        return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
+
+    def cost(self, built: Built, *, method: str) -> dict[str, float]:
+        self.cost_method(method)
+        measure.set_num_threads(built.hw["num_threads"])
+        arrays = list(measure.random_inputs(built.inputs).values())
+        timing = measure.measure_vm(
+            built.executable, arrays, warmup=self.warmup, repeats=self.repeats, min_repeat_ms=self.min_repeat_ms
+        )
+        memory = analysis.planned_memory(built.module)
+        return {
+            "latency_ms": timing.median_ms,
+            "latency_std_ms": timing.std_ms,
+            "peak_memory_kb": memory["peak"] / 1024,
+            "params_kb": analysis.param_bytes(built.module) / 1024,
+        }
+
+    def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
+        path = Path(out_dir) / "model.so"
+        with filtered_native_stderr():
+            built.executable.export_library(str(path))
+        return {"library": path}
+
+    def runtime_info(self, built: Built) -> dict[str, Any]:
+        return {"device": "cpu", "num_threads": int(built.hw["num_threads"])}

@@ -1,0 +1,89 @@
+"""Measurement of a compiled Relax module on a local device: warm-up, repeats, median, spread."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+import numpy as np
+
+from hwnas.errors import RunError
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    std_ms: float
+    #: per-repeat mean latency in ms
+    samples_ms: tuple[float, ...]
+
+
+def set_num_threads(n: int) -> None:
+    """Size TVM's CPU thread pool for this process (``TVM_NUM_THREADS`` only acts at start-up)."""
+    import tvm
+
+    # affinity mode 1 ("big" cores: every core on a homogeneous machine), n workers
+    tvm.get_global_func("runtime.config_threadpool")(1, int(n))
+
+
+def random_inputs(inputs: dict[str, tuple[tuple[int, ...], str]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Reproducible inputs: normal floats, small ints for integer inputs."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, dtype) in inputs.items():
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            out[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            out[name] = rng.integers(-8, 8, size=shape).astype(dtype)
+    return out
+
+
+def run_vm(executable, arrays: list[np.ndarray], device=None) -> list[np.ndarray]:
+    """Run ``main`` once on host arrays; return the outputs as numpy arrays."""
+    import tvm
+    from tvm import relax
+
+    dev = device or tvm.cpu()
+    try:
+        vm = relax.VirtualMachine(executable, dev)
+        out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in arrays])
+    except Exception as exc:  # TVM raises its own error types from the runtime
+        raise RunError(f"running the compiled module failed: {_first_line(exc)}") from None
+    outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
+    return [o.numpy() for o in outs]
+
+
+def measure_vm(
+    executable,
+    arrays: list[np.ndarray],
+    *,
+    device=None,
+    warmup: int = 3,
+    repeats: int = 10,
+    min_repeat_ms: float = 20.0,
+) -> Timing:
+    """Time ``main``: ``warmup`` untimed runs, then ``repeats`` repeats of enough runs to last ``min_repeat_ms``."""
+    import tvm
+    from tvm import relax
+
+    if repeats < 1:
+        raise RunError(f"repeats must be >= 1, got {repeats}")
+    dev = device or tvm.cpu()
+    try:
+        vm = relax.VirtualMachine(executable, dev)
+        args = [tvm.runtime.tensor(a, dev) for a in arrays]
+        for _ in range(max(warmup, 1)):
+            vm["main"](*args)
+        dev.sync()
+        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
+        result = evaluator(*args)
+    except Exception as exc:
+        raise RunError(f"measuring the compiled module failed: {_first_line(exc)}") from None
+    samples = tuple(float(r) * 1e3 for r in result.results)
+    std = statistics.pstdev(samples) if len(samples) > 1 else 0.0
+    return Timing(median_ms=float(statistics.median(samples)), std_ms=std, samples_ms=samples)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,135 @@
+"""ConvertLayoutNCHWc: packed layouts in the Relax graph, in the fused TIR, in the build; numerics."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+
+from hwnas.errors import InvalidConfigError
+from hwnas.passes import ConvertLayoutNCHWc, cpu_graph_passes
+from hwnas.pipeline.lower import prim_funcs
+
+
+def _calls(mod) -> list[relax.Call]:
+    """Every call in ``main``, in post order."""
+    found: list[relax.Call] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call):
+            found.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return found
+
+
+def _op_calls(mod, op_name: str) -> list[relax.Call]:
+    return [c for c in _calls(mod) if isinstance(c.op, tvm.ir.Op) and c.op.name == op_name]
+
+
+def _tir_calls(mod, prefix: str) -> list[relax.Call]:
+    return [
+        c for c in _op_calls(mod, "relax.call_tir")
+        if isinstance(c.args[0], relax.GlobalVar) and c.args[0].name_hint.startswith(prefix)
+    ]
+
+
+def _packed(pipeline, net: str, pack: int):
+    return pipeline.relax(net, {"layout": "NCHWc", "pack": pack})
+
+
+def test_convs_become_packed_tir_with_folded_weights(pipeline):
+    before = pipeline.relax("residual")
+    assert len(_op_calls(before, "relax.nn.conv2d")) == 2
+    after = _packed(pipeline, "residual", 8)
+    assert _op_calls(after, "relax.nn.conv2d") == []
+    convs = _tir_calls(after, "conv2d_NCHWc")
+    assert len(convs) == 2
+    for call in convs:
+        data, weight = call.args[1].fields
+        assert [int(d) for d in data.ty.shape] == [1, 2, 8, 8, 8]  # NCHW8c
+        assert isinstance(weight, GenericConst)  # packed at compile time, not at run time
+        assert list(weight.value.shape) == [2, 2, 3, 3, 8, 8]  # OIHW8i8o
+    # the only layout transforms left: the input into NCHW8c and the output back;
+    # nothing bounces to NCHW between the two convs (bias, ReLU and the residual add stay packed)
+    transforms = _op_calls(after, "relax.layout_transform")
+    assert len(transforms) == 2
+    assert not any(isinstance(t.args[0], GenericConst) for t in transforms)
+
+
+def test_relu6_between_packed_convs_stays_packed(pipeline):
+    # mbv2: 1x1 expand (8 -> 24), depthwise (stays NCHW), 1x1 project (24 -> 8), residual
+    after = _packed(pipeline, "mbv2", 4)
+    assert len(_tir_calls(after, "conv2d_NCHWc")) == 2
+    (dw,) = _op_calls(after, "relax.nn.conv2d")
+    assert str(dw.attrs.data_layout) == "NCHW" and int(dw.attrs.groups) == 24
+    # the ReLU6 after the expand conv is done in NCHW4c (Clip rewritten to maximum/minimum)
+    assert len(_op_calls(after, "relax.maximum")) == 2
+    assert all(len(c.args[0].ty.shape) in (4, 5) for c in _op_calls(after, "relax.maximum"))
+    assert any(len(c.args[0].ty.shape) == 5 for c in _op_calls(after, "relax.maximum"))
+
+
+@pytest.mark.parametrize(
+    ("net", "pack"),
+    [("depthwise", 8), ("grouped", 4), ("conv", 8), ("pointwise", 16)],
+)
+def test_depthwise_grouped_and_odd_channels_stay_nchw(pipeline, net, pack):
+    # depthwise and grouped convs never pack; conv has 12 -> 20 channels (not multiples of 8);
+    # pointwise 16 -> 24 (24 is not a multiple of 16)
+    after = _packed(pipeline, net, pack)
+    assert _tir_calls(after, "conv2d_NCHWc") == []
+    assert _op_calls(after, "relax.layout_transform") == []
+    assert all(str(c.attrs.data_layout) == "NCHW" for c in _op_calls(after, "relax.nn.conv2d"))
+
+
+def test_a_graph_tvm_cannot_convert_is_packed_greedily(pipeline, caplog):
+    with caplog.at_level(logging.INFO, logger="hwnas.passes.convert_layout_nchwc"):
+        after = _packed(pipeline, "channel_mean", 8)
+    assert "could pack only" in caplog.text
+    assert 1 <= len(_tir_calls(after, "conv2d_NCHWc")) < 3
+
+
+def test_fused_and_compiled_module_use_the_packed_layout(pipeline, config, structure):
+    cfg = config(layout="NCHWc", pack=8)
+    fused = pipeline.fused("residual", cfg)
+    packed = [n for n in prim_funcs(fused) if "conv2d_NCHWc" in n]
+    assert len(packed) == 2
+    for name in packed:
+        shapes = [[int(d) for d in p.shape] for p in prim_funcs(fused)[name].params]
+        assert shapes[0] == [1, 2, 8, 8, 8] and shapes[1] == [2, 2, 3, 3, 8, 8]
+    after = pipeline.scheduled("residual", cfg)
+    assert sorted(packed) == sorted(n for n in structure.scheduled_by(after, "TileConv2d") if "NCHWc" in n)
+    text = pipeline.compile(after).as_text()
+    assert all(f"call  {name} " in text for name in packed)
+
+
+def test_graph_passes_for_each_layout():
+    assert cpu_graph_passes({"layout": "NCHW", "pack": 8}) == []
+    names = [p.info.name for p in cpu_graph_passes({"layout": "NCHWc", "pack": 16})]
+    assert names == ["ConvertLayoutNCHWc", "FoldConstant", "EliminateCommonSubexpr"]
+
+
+@pytest.mark.parametrize("pack", [0, 1, 8.0, True, "8"])
+def test_invalid_pack_is_a_clear_error(pack):
+    with pytest.raises(InvalidConfigError, match="pack"):
+        ConvertLayoutNCHWc(pack)
+
+
+PACKED_CONFIGS = {
+    "pack8": {"layout": "NCHWc", "pack": 8},
+    "pack4-odd": {"layout": "NCHWc", "pack": 4, "tile_oc": 32, "tile_oh": 2, "tile_ow": 16, "tile_rc": 2,
+                  "loop_order": "rc_outer", "parallel": "outer", "vector_width": 16, "unroll": 16},
+    "pack16": {"layout": "NCHWc", "pack": 16, "tile_oc": 64, "tile_ow": 2, "tile_rc": 32,
+               "loop_order": "spatial_outer", "parallel": "all", "vector_width": 4, "unroll": 256},
+    "pack8-serial": {"layout": "NCHWc", "pack": 8, "tile_oc": 4, "tile_rc": 64, "parallel": "none",
+                     "vector_width": 1, "unroll": 0, "num_threads": 1},
+}
+
+
+@pytest.mark.parametrize("net", ["residual", "mbv2", "strided", "dilated", "pointwise", "channel_mean"])
+@pytest.mark.parametrize("cfg", list(PACKED_CONFIGS))
+def test_numerics_match_onnxruntime(pipeline, config, net, cfg):
+    pipeline.check_numerics(net, config(**PACKED_CONFIGS[cfg]))

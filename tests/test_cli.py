@@ -1,0 +1,100 @@
+"""The command line: listings, a real compile, and one clear line for every bad input."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hwnas.pipeline.cli import main
+from hwnas.pipeline.lower import export_onnx
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 6 * 6, 5)).eval()
+    return export_onnx(net, (1, 3, 8, 8), tmp_path_factory.mktemp("m") / "user.onnx")
+
+
+def test_targets_lists_every_knob_with_its_range(capsys):
+    code, out, _ = run(capsys, "targets")
+    assert code == 0
+    for knob in ("layout", "tile_oc", "tile_rc", "loop_order", "parallel", "vector_width", "unroll", "num_threads"):
+        assert knob in out
+    assert "2^k in 1..64" in out and "latency_ms" in out
+
+
+def test_spaces_lists_the_builtins(capsys):
+    code, out, _ = run(capsys, "spaces")
+    assert code == 0 and all(s in out for s in ("nb201", "fbnet", "mbv2"))
+
+
+def test_compile_own_onnx_writes_a_bundle(capsys, tmp_path, onnx_file):
+    code, out, err = run(capsys, "compile", "--onnx", str(onnx_file), "--hw", '{"tile_oc": 4}',
+                         "--repeats", "2", "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["hw"]["tile_oc"] == 4
+    assert manifest["architecture"]["onnx_sha256"]
+    assert "latency_ms" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compile", "--space", "resnet", "--out", "{o}"], "unknown space 'resnet'; known: fbnet, mbv2, nb201"),
+        (["compile", "--space", "nb201", "--target", "tpu", "--out", "{o}"], "unknown target 'tpu'; known: cpu"),
+        (["compile", "--space", "nb201", "--genome", "[0,1]", "--out", "{o}"], "genome must have 6 genes, got 2"),
+        (["compile", "--space", "nb201", "--genome", "[0,1,2,3,5,0]", "--out", "{o}"], "gene 4 .* must be in 0..4, got 5"),
+        (["compile", "--space", "nb201", "--genome", "zero", "--out", "{o}"], "--genome must be JSON"),
+        (["compile", "--space", "nb201", "--genome", "[0,0,0,0,0,0]", "--hw", '{"tile": 4}', "--out", "{o}"],
+         "unknown hardware knob 'tile'"),
+        (["compile", "--space", "nb201", "--genome", "[0,0,0,0,0,0]", "--hw", '{"vector_width": 3}', "--out", "{o}"],
+         "invalid value 3 for 'vector_width'"),
+        (["compile", "--space", "nb201", "--genome", "[0,0,0,0,0,0]", "--hw", "[1]", "--out", "{o}"],
+         "--hw must be a JSON object"),
+        (["compile", "--onnx", "{missing}", "--out", "{o}"], "ONNX file not found"),
+        (["compile", "--onnx", "{text}", "--out", "{o}"], "is not a valid ONNX model"),
+        (["compile", "--space", "nb201", "--genome", "[0,0,0,0,0,0]", "--out", "{text}/sub/b"], "cannot create output folder"),
+        (["compile", "--space", "nb201", "--genome", "[0,0,0,0,0,0]", "--cost", "lut", "--out", "{o}"], "no cost method 'lut'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    subs = {"{o}": str(tmp_path / "out"), "{missing}": str(tmp_path / "nope.onnx"), "{text}": str(text)}
+
+    def fill(arg):
+        for key, value in subs.items():
+            arg = arg.replace(key, value)
+        return arg
+
+    code, out, err = run(capsys, *[fill(a) for a in argv])
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("no --genome")]
+    assert len(lines) == 1, err
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hwnas", "compile", "--space", "mbv2", "--genome", "[9]",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("hwnas: error: mbv2: genome must have")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
