@@ -33,8 +33,6 @@ class HardwareSpace:
     constraints: tuple[Constraint, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.params:
-            raise InvalidConfigError(f"hardware space {self.name!r} declares no parameters")
         for key, p in self.params.items():
             if not isinstance(p, Param):
                 raise InvalidConfigError(f"parameter {key!r} of {self.name!r} is not a Param: {p!r}")

@@ -46,13 +46,21 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 def cmd_targets(args) -> int:
     from hwnas.targets import get_target, target_names
 
+    from hwnas.targets import target_class
+
     for name in target_names():
-        t = get_target(name)
-        print(f"{t.spec}: {t.description}")
+        cls = target_class(name)
+        t = get_target(f"{name}:{cls.variants[0]}" if cls.variants else name)
+        print(f"{name}{':<variant>' if cls.variants else ''}: {t.description}")
+        if cls.variants:
+            print(f"  variants: {', '.join(cls.variants)}")
         print(f"  metrics: {', '.join(t.metrics)}")
         print(f"  cost methods: {', '.join(t.cost_methods)} (default {t.cost_methods[0]})")
         rows = t.hardware_space.describe()
-        print("  " + _table(rows, ("knob", "values", "default", "meaning")).replace("\n", "\n  "))
+        if rows:
+            print("  " + _table(rows, ("knob", "values", "default", "meaning")).replace("\n", "\n  "))
+        else:
+            print("  no hardware knobs")
         print()
     return 0
 
@@ -117,6 +125,131 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _options(pairs: Sequence[str] | None, what: str) -> dict:
+    """``key=value`` pairs (values parsed as JSON when they are JSON) into a dict."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError(f"{what} takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+class Progress:
+    """One status line: done, feasible, failed, best so far, ETA (redrawn on a terminal, logged otherwise)."""
+
+    def __init__(self, stream=None) -> None:
+        import time
+
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.first_new: tuple[int, float] | None = None
+
+    def __call__(self, search) -> None:
+        import time
+
+        now = time.monotonic()
+        done, budget = search.evaluated, search.config.budget
+        points = search.points.values()
+        feasible = sum(1 for p in points if p.status == "ok" and not any(
+            (v := p.value(t)) is None or b.violation(v) > 0 for t, b in search.checks))
+        failed = sum(1 for p in points if p.status == "failed")
+        primary = search.objectives[0]
+        values = [p.value(primary) for p in points if p.status == "ok" and p.value(primary) is not None]
+        best = (max(values) if primary.maximize else min(values)) if values else None
+        new = done - search.from_store
+        if new > 0 and self.first_new is None:
+            self.first_new = (new, now)
+        eta = ""
+        if self.first_new and new > self.first_new[0]:
+            rate = (now - self.first_new[1]) / (new - self.first_new[0])
+            eta = f"  ETA {int(rate * (budget - done) // 60)}m{int(rate * (budget - done) % 60):02d}s"
+        width = 24
+        bar = "#" * int(width * done / max(budget, 1))
+        line = (f"[{bar:<{width}}] {done}/{budget}  feasible {feasible}  failed {failed}"
+                f"  best {primary.label} {'-' if best is None else f'{best:.4g}'}{eta}")
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(100))
+            self.stream.flush()
+        elif now - self.last > 30 or done == budget or done == 1:
+            self.stream.write(line + "\n")
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def cmd_search(args) -> int:
+    from hwnas.pipeline.report import write_report
+    from hwnas.pipeline.search import Search, SearchConfig
+    from hwnas.targets.cpu import host_cores
+
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    config = SearchConfig(
+        targets=tuple(args.target or ["cpu"]),
+        space=None if args.onnx else (args.space or "mbv2"),
+        space_options=_options(args.space_option, "--space-option"),
+        onnx=str(Path(args.onnx).resolve()) if args.onnx else None,
+        objectives=objectives,
+        constraints=tuple(args.constraint or ()),
+        formulation=args.formulation,
+        budget=args.budget,
+        accuracy=args.accuracy,
+        accuracy_options=_options(args.accuracy_option, "--accuracy-option"),
+        cost=args.cost,
+        seed=args.seed,
+        pop_size=args.pop_size,
+        workers=host_cores() if args.workers is None else args.workers,
+        timeout_s=args.timeout,
+        repeats=args.repeats,
+        weights=args.weights,
+        top_k=args.top_k,
+        plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugin or ()),
+    )
+    if args.onnx:
+        from hwnas.pipeline.lower import load_onnx
+
+        load_onnx(args.onnx)
+    progress = Progress()
+    search = Search(config, args.out, resume=args.resume, progress=progress)
+    print(f"searching {config.space or config.onnx} x {', '.join(config.targets)}: {config.formulation}, "
+          f"budget {config.budget}, {config.workers} worker(s); store {search.store_path}", file=sys.stderr)
+    try:
+        front = search.run()
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"hwnas: interrupted; {search.evaluated} evaluations are in {search.store_path}; "
+              f"continue with --resume", file=sys.stderr)
+        return 130
+    progress.close()
+    files = write_report(args.out, artifacts=args.artifacts)
+    print(f"{search.evaluated} points evaluated ({search.from_store} from the store), "
+          f"{len(front)} on the Pareto front")
+    rows = []
+    for p in front[:15]:
+        arch = search.evaluator.space.describe(p.genome) if search.evaluator.space else ""
+        rows.append([f"{p.value(t):.4g}" for t in search.objectives] + [arch[:60]])
+    if rows:
+        print(_table(rows, [t.label for t in search.objectives] + ["architecture"]))
+    print(f"report: {files['html']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hwnas.pipeline.report import write_report
+
+    files = write_report(args.run, artifacts=args.artifacts)
+    print(f"report: {files['html']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hwnas", description="hardware-aware neural architecture search through Apache TVM")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -140,6 +273,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("search", help="search architectures and hardware configs jointly")
+    p.add_argument("--space", help="architecture space (default mbv2 unless --onnx)")
+    p.add_argument("--space-option", action="append", metavar="KEY=VALUE", help="space option, e.g. num_classes=10")
+    p.add_argument("--onnx", help="your own ONNX model: only the hardware is searched")
+    p.add_argument("--target", action="append", help="target (repeatable; default cpu)")
+    p.add_argument("--objectives", default="accuracy,latency_ms",
+                   help="comma-separated metrics (default accuracy,latency_ms); metric@target names one target")
+    p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
+    p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, random")
+    p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
+    p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
+    p.add_argument("--accuracy", default="proxy",
+                   help="table[:dataset], train[:data.npz] or proxy[:synflow|naswot] (default proxy)")
+    p.add_argument("--accuracy-option", action="append", metavar="KEY=VALUE", help="e.g. max_steps=50")
+    p.add_argument("--cost", help="cost method (default: each target's first)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="evaluation processes (default: cores; 0 = in this process)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per candidate (default 600)")
+    p.add_argument("--repeats", type=int, help="measurement repeats")
+    p.add_argument("--weights", type=int, default=5, help="scalarized: number of weights (default 5)")
+    p.add_argument("--top-k", type=int, default=4, help="two-stage: architectures whose hardware is searched")
+    p.add_argument("--plugin", action="append", help="module or .py file to import first (registers targets)")
+    p.add_argument("--artifacts", type=int, default=3, help="compile bundles for this many front points (default 3)")
+    p.add_argument("--out", required=True, help="run folder (results.db, pareto.csv/png, report.html, artifacts/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("report", help="rebuild a search's report from its store")
+    p.add_argument("run", help="the search's --out folder")
+    p.add_argument("--artifacts", type=int, default=0, help="also compile bundles for this many front points")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

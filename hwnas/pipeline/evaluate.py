@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -76,17 +77,16 @@ class Evaluation:
     #: the complete hardware config that was applied
     hw: dict[str, Any]
     metrics: dict[str, float]
-    built: Built
-    #: the ONNX file the module was imported from
-    onnx_path: Path
+    #: the compiled module (None for targets that price without compiling)
+    built: Built | None
+    #: the ONNX file the module was imported from (None when nothing was compiled)
+    onnx_path: Path | None
     #: seconds spent per step: export, import, passes, compile, cost
     timings: dict[str, float]
 
 
 def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
     """Run ``passes`` in order on ``mod``; a failing pass is a :class:`CompileError` naming it."""
-    import contextlib
-
     ctx = tvm_target if tvm_target is not None else contextlib.nullcontext()
     for p in passes:
         try:
@@ -107,15 +107,26 @@ def evaluate(
     *,
     cost: str | None = None,
     workdir: str | Path | None = None,
+    cost_lock=None,
 ) -> Evaluation:
     """Lower ``candidate``, apply ``target``'s passes for its hardware config, build and cost it.
 
     ``workdir`` keeps the exported ONNX file (a space candidate is exported to
     ``workdir/model.onnx``); without it a temporary folder is used.
+    ``cost_lock`` (a lock shared by parallel workers) is held while costing, so
+    that measurements on one machine do not disturb each other.
     """
     timings: dict[str, float] = {}
     hw = target.hardware_space.validate(candidate.hw)
     method = target.cost_method(cost)
+    lock = cost_lock if cost_lock is not None else contextlib.nullcontext()
+    if not target.compiles:
+        t0 = time.perf_counter()
+        with lock:
+            values = target.cost_architecture(candidate.space, candidate.genome, hw, method=method)
+        timings["cost_s"] = time.perf_counter() - t0
+        return Evaluation(candidate=candidate, target=target, hw=hw, metrics=check_values(values), built=None,
+                          onnx_path=None, timings=timings)
 
     t0 = time.perf_counter()
     if candidate.space is not None:
@@ -144,7 +155,8 @@ def evaluate(
     timings["compile_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    values = dict(target.cost(built, method=method))
+    with lock:
+        values = dict(target.cost(built, method=method))
     values.setdefault("macs", graph.count_macs(model))
     metrics = check_values(values)
     timings["cost_s"] = time.perf_counter() - t0

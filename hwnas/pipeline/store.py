@@ -88,7 +88,6 @@ _SCHEMA = (
         PRIMARY KEY (namespace, key)
     )""",
 )
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 # connections inherited through fork: never used and never closed in the child (closing
 # one there could checkpoint or release the parent's locks), kept alive so GC leaves them
 _ABANDONED: list[sqlite3.Connection] = []
@@ -292,18 +291,17 @@ class ResultStore:
         return StoreError(f"store {self.path}: {text}")
 
     def _check_file(self) -> None:
-        """Refuse, before SQLite touches it, a path that is a folder or a non-empty non-SQLite file."""
+        """Refuse a path that is a folder; create the folder of a new store.
+
+        The file itself is only ever opened through SQLite: closing any other
+        descriptor of it would drop the POSIX locks this process's other
+        connections hold, and another process could then delete the WAL under
+        them. A file that is not a database is refused by SQLite's first read
+        (SQLITE_NOTADB), which writes nothing.
+        """
         if self.path.exists() and not self.path.is_file():
             raise StoreError(f"store {self.path} is not a file")
-        if self.path.is_file():
-            try:
-                with open(self.path, "rb") as f:
-                    head = f.read(len(_SQLITE_MAGIC))
-            except OSError as exc:
-                raise StoreError(f"cannot read store {self.path}: {exc.strerror or exc}") from None
-            if head and head != _SQLITE_MAGIC:
-                raise StoreError(f"{self.path} is not an hwnas results store: not an SQLite database")
-        else:
+        if not self.path.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -614,6 +612,11 @@ class ResultStore:
         """The cached value of ``(namespace, key)``, or ``default``."""
         rows = self._query("SELECT value FROM cache WHERE namespace = ? AND key = ?", (namespace, key))
         return json.loads(rows[0][0]) if rows else default
+
+    def values(self, namespace: str) -> list[Any]:
+        """Every cached value of ``namespace``, in the order they were first written."""
+        rows = self._query("SELECT value FROM cache WHERE namespace = ? ORDER BY rowid", (namespace,))
+        return [json.loads(r[0]) for r in rows]
 
     def put(self, namespace: str, key: str, value: Any) -> None:
         """Cache ``value`` (JSON-able) as ``(namespace, key)``, replacing an earlier value; committed."""

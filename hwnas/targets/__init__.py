@@ -31,8 +31,10 @@ def _load_builtins() -> None:
     if _REGISTRY:
         return
     from hwnas.targets.cpu import CpuTarget
+    from hwnas.targets.published import PublishedTarget
 
     register(CpuTarget)
+    register(PublishedTarget)
 
 
 def target_names() -> list[str]:
@@ -40,13 +42,22 @@ def target_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def target_class(name: str) -> type[Target]:
+    """The registered class of ``name`` (no variant)."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise UnknownTargetError(f"unknown target {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
 def get_target(spec: str) -> Target:
     """The target instance for ``spec`` (``name`` or ``name:variant``)."""
-    _load_builtins()
     name, _, variant = str(spec).partition(":")
-    if name not in _REGISTRY:
-        raise UnknownTargetError(f"unknown target {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](variant or None)
+    try:
+        cls = target_class(name)
+    except UnknownTargetError:
+        raise UnknownTargetError(f"unknown target {spec!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return cls(variant or None)
 
 
-__all__ = ["Built", "Target", "get_target", "register", "target_names"]
+__all__ = ["Built", "Target", "get_target", "register", "target_class", "target_names"]

@@ -46,6 +46,8 @@ class Target(abc.ABC):
     metrics: ClassVar[tuple[str, ...]] = ()
     #: cost methods :meth:`cost` accepts; the first is the default
     cost_methods: ClassVar[tuple[str, ...]] = ()
+    #: the variants a target needs (``mcu:<board>``); empty when it takes none
+    variants: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, variant: str | None = None) -> None:
         self.variant = variant
@@ -70,9 +72,13 @@ class Target(abc.ABC):
     def hardware_space(self) -> HardwareSpace:
         """The HSS: the knobs a search may set."""
 
-    @abc.abstractmethod
+    #: False for targets that price an architecture without compiling it
+    #: (published measurement tables): they implement :meth:`cost_architecture`
+    compiles: ClassVar[bool] = True
+
     def tvm_target(self, hw: dict[str, Any]):
         """The ``tvm.target.Target`` the module is compiled for."""
+        raise InvalidConfigError(f"target {self.spec} does not compile networks")
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
         """Relax passes run on the imported module before legalization and fusion."""
@@ -82,17 +88,21 @@ class Target(abc.ABC):
         """Passes run on the fused module: they schedule its PrimFuncs for ``hw``."""
         return []
 
-    @abc.abstractmethod
     def build(self, mod, hw: dict[str, Any]) -> Built:
         """Compile a fused, scheduled module."""
+        raise InvalidConfigError(f"target {self.spec} does not compile networks")
 
-    @abc.abstractmethod
     def cost(self, built: Built, *, method: str) -> dict[str, float]:
         """Metrics of a built module by ``method`` (one of :attr:`cost_methods`)."""
+        raise InvalidConfigError(f"target {self.spec} does not compile networks")
 
-    @abc.abstractmethod
+    def cost_architecture(self, space, genome, hw: dict[str, Any], *, method: str) -> dict[str, float]:
+        """Metrics of an architecture without compiling it (targets with ``compiles = False``)."""
+        raise InvalidConfigError(f"target {self.spec} prices compiled modules only")
+
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         """Write the deployable files into ``out_dir``; return role -> path."""
+        raise InvalidConfigError(f"target {self.spec} emits no artifacts")
 
     def runtime_info(self, built: Built) -> dict[str, Any]:
         """What a loader needs to run the emitted library with the stock TVM runtime

@@ -1,0 +1,749 @@
+"""Joint architecture x hardware search.
+
+The joint genome is the architecture genes followed by each target's HSS
+genes. Every point is evaluated once per run (results come from the store
+when a run is resumed), in a worker pool, and written to the store as it
+finishes. Formulations:
+
+* ``nsga2``: multi-objective NSGA-II over the objectives;
+* ``constrained``: maximise accuracy subject to the constraints (a GA);
+* ``scalarized``: ``w * accuracy - (1 - w) * normalised cost`` for several ``w`` (a GA each);
+* ``two-stage``: architectures by accuracy first, then the hardware configs of the best;
+* ``random``: uniform random points.
+
+Constraints (``latency_ms<=5``) work with every formulation: a point that
+violates one, or that failed to evaluate, is infeasible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import InvalidConfigError
+from hwnas.metrics import METRICS, canonical
+
+log = logging.getLogger(__name__)
+
+FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "random")
+#: settings a resumed run may change
+RESUMABLE = ("budget", "workers", "timeout_s")
+#: objective value given to points that failed (they are also infeasible)
+FAILED = 1e12
+#: generations in a row without a new point before a search stops early
+MAX_STALE_GENERATIONS = 30
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w@:.\-]*)\s*(<=|>=)\s*([-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``metric <= value`` or ``metric >= value``; ``metric`` may name a target: ``latency_ms@cpu``."""
+
+    metric: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Bound:
+        m = _CONSTRAINT.match(text)
+        if not m:
+            raise InvalidConfigError(f"malformed constraint {text!r}: expected METRIC<=VALUE or METRIC>=VALUE, "
+                                     f"e.g. latency_ms<=5")
+        return cls(m.group(1), m.group(2), float(m.group(3)))
+
+    def violation(self, value: float) -> float:
+        """<= 0 when satisfied; positive and scaled by the bound when violated."""
+        scale = max(abs(self.value), 1e-9)
+        return (value - self.value) / scale if self.op == "<=" else (self.value - value) / scale
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything that defines a run (stored with it; a resume must match)."""
+
+    targets: tuple[str, ...] = ("cpu",)
+    space: str | None = "mbv2"
+    space_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    onnx: str | None = None
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    constraints: tuple[str, ...] = ()
+    formulation: str = "nsga2"
+    budget: int = 100
+    accuracy: str = "proxy"
+    accuracy_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cost: str | None = None
+    seed: int = 0
+    pop_size: int = 16
+    workers: int = 1
+    timeout_s: float = 600.0
+    repeats: int | None = None
+    weights: int = 5
+    top_k: int = 4
+    plugins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.formulation not in FORMULATIONS:
+            raise InvalidConfigError(f"unknown formulation {self.formulation!r}; known: {', '.join(FORMULATIONS)}")
+        for name in ("budget", "pop_size", "weights", "top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InvalidConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.workers < 0:
+            raise InvalidConfigError(f"workers must be >= 0, got {self.workers}")
+        if not self.timeout_s > 0:
+            raise InvalidConfigError(f"timeout must be > 0 seconds, got {self.timeout_s}")
+        if (self.space is None) == (self.onnx is None):
+            raise InvalidConfigError("a search needs a space or an ONNX file (--space or --onnx)")
+        if not self.targets:
+            raise InvalidConfigError("a search needs at least one --target")
+        if len(set(self.targets)) != len(self.targets):
+            raise InvalidConfigError("a target is named twice")
+        if not self.objectives:
+            raise InvalidConfigError("a search needs at least one objective")
+        for c in self.constraints:
+            Bound.parse(c)
+
+    def settings(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_settings(cls, d: dict[str, Any]) -> SearchConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+
+
+def load_plugins(plugins: Sequence[str]) -> None:
+    """Import plugin modules (a module name, or a path to a ``.py`` file) that register targets or spaces."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for plugin in plugins:
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin).resolve()
+                name = f"hwnas_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+                if name in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(name, path)
+                if spec is None or not path.is_file():
+                    raise InvalidConfigError(f"plugin file {plugin} not found")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(plugin)
+        except InvalidConfigError:
+            raise
+        except Exception as exc:
+            raise InvalidConfigError(f"plugin {plugin} could not be imported: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the joint genome and one point's evaluation (runs in the workers)
+
+
+class JointSpace:
+    """Architecture genes followed by each target's HSS genes."""
+
+    def __init__(self, arch, targets: Sequence) -> None:
+        self.arch = arch
+        self.targets = list(targets)
+        self.arch_size = arch.size if arch is not None else 0
+        self.cardinalities = tuple(arch.cardinalities if arch is not None else ()) + tuple(
+            c for t in self.targets for c in t.hardware_space.cardinalities
+        )
+        if not self.cardinalities:
+            raise InvalidConfigError("nothing to search: the ONNX model's targets have no hardware knobs")
+
+    @property
+    def size(self) -> int:
+        return len(self.cardinalities)
+
+    def split(self, x: Sequence[int]) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+        """(architecture genome, one hw config per target); InvalidConfigError if a config breaks a rule."""
+        x = [int(v) for v in x]
+        genome = tuple(x[: self.arch_size])
+        hws, i = [], self.arch_size
+        for t in self.targets:
+            n = t.hardware_space.size
+            hws.append(t.hardware_space.decode(x[i : i + n]))
+            i += n
+        return genome, hws
+
+    def join(self, genome: Sequence[int], hws: Sequence[dict[str, Any]]) -> list[int]:
+        x = list(genome)
+        for t, hw in zip(self.targets, hws):
+            x += t.hardware_space.encode(hw)
+        return x
+
+    def sample(self, rng: np.random.Generator) -> list[int]:
+        genome = list(self.arch.sample(rng)) if self.arch is not None else []
+        return self.join(genome, [t.hardware_space.sample(rng) for t in self.targets])
+
+
+def point_key(genome: Sequence[int], hws: Sequence[dict[str, Any]]) -> str:
+    blob = json.dumps({"genome": list(genome), "hw": list(hws)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSetup:
+    config: SearchConfig
+    store_path: str
+    run_id: str
+    cost_lock: Any = None
+
+
+class PointEvaluator:
+    """Builds the space, targets and accuracy evaluator once; evaluates points; records each in the store."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        from hwnas.arch import get_space
+        from hwnas.pipeline.accuracy import get_accuracy
+        from hwnas.pipeline.store import ResultStore
+        from hwnas.targets import get_target
+
+        cfg = setup.config
+        load_plugins(cfg.plugins)
+        self.config = cfg
+        self.run_id = setup.run_id
+        self.cost_lock = setup.cost_lock
+        self.space = get_space(cfg.space, **cfg.space_options) if cfg.space else None
+        self.targets = [get_target(t) for t in cfg.targets]
+        for t in self.targets:
+            t.cost_method(cfg.cost)
+            if cfg.repeats is not None and hasattr(t, "repeats"):
+                t.repeats = cfg.repeats
+        self.joint = JointSpace(self.space, self.targets)
+        self.needs_accuracy = any(canonical(o.split("@")[0]) == "accuracy" for o in cfg.objectives) or any(
+            Bound.parse(c).metric.split("@")[0] == "accuracy" for c in cfg.constraints
+        )
+        self.accuracy = (
+            get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
+        )
+        self.store = ResultStore(setup.store_path)
+        acc_settings = self.accuracy.settings() if self.accuracy else {}
+        digest = hashlib.sha256(json.dumps(acc_settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        self.accuracy_namespace = f"accuracy/{self.space.name if self.space else 'onnx'}/{digest}"
+
+    def candidate(self, genome, hw):
+        from hwnas.pipeline.evaluate import Candidate
+
+        if self.space is not None:
+            return Candidate.from_space(self.space, genome, hw)
+        return Candidate.from_onnx(self.config.onnx, hw)
+
+    def accuracy_of(self, genome: tuple[int, ...]) -> float | None:
+        if self.accuracy is None:
+            return None
+        key = json.dumps(list(genome))
+        cached = self.store.get(self.accuracy_namespace, key)
+        if cached is not None:
+            return float(cached)
+        value = float(self.accuracy.evaluate(self.space, genome))
+        self.store.put(self.accuracy_namespace, key, value)
+        return value
+
+    def __call__(self, task: tuple[tuple[int, ...], list[dict[str, Any]] | None]) -> dict[str, Any]:
+        """Evaluate one point on every target; each target's outcome is recorded as it ends.
+
+        A task whose hardware part is None asks for the architecture's accuracy only.
+        """
+        import tempfile
+        import time
+
+        from hwnas.pipeline.evaluate import evaluate
+
+        genome, hws = task
+        if hws is None:
+            return {"accuracy": self.accuracy_of(tuple(genome))}
+        started = time.time()
+        result: dict[str, Any] = {"metrics": {}, "error": None}
+        try:
+            acc = self.accuracy_of(tuple(genome))
+        except Exception as exc:
+            acc, result["error"] = None, f"accuracy: {exc}"
+        for target, hw in zip(self.targets, hws):
+            cand = self.candidate(genome, hw)
+            key = cand.key(hw)
+            if result["error"] is not None:
+                self._record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
+                continue
+            try:
+                with tempfile.TemporaryDirectory(prefix="hwnas-eval-") as tmp:
+                    ev = evaluate(cand, target, cost=self.config.cost, workdir=tmp, cost_lock=self.cost_lock)
+                metrics = dict(ev.metrics)
+                if acc is not None:
+                    metrics["accuracy"] = acc
+                result["metrics"][target.spec] = metrics
+                self._record(key, genome, hw, target, metrics, "ok", None, ev.timings, started)
+            except Exception as exc:
+                from hwnas.pipeline.executor import _describe
+
+                result["error"] = f"{target.spec}: {_describe(exc)}"
+                self._record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
+        return result
+
+    def _record(self, key, genome, hw, target, metrics, status, error, timings, started) -> None:
+        import time
+
+        self.store.record(
+            self.run_id, key, list(genome) if self.space is not None else None, hw, target.spec, metrics,
+            status=status, error=error, timings=timings, started=started, finished=time.time(),
+        )
+
+
+def _worker_init(setup: WorkerSetup) -> PointEvaluator:
+    return PointEvaluator(setup)
+
+
+def _worker_work(evaluator: PointEvaluator, task) -> dict[str, Any]:
+    return evaluator(task)
+
+
+# ---------------------------------------------------------------------------------------------
+# objectives and constraints
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One objective or constraint metric, resolved to a target (None: accuracy, target-independent)."""
+
+    metric: str
+    target: str | None
+    maximize: bool
+
+    @property
+    def label(self) -> str:
+        return self.metric if self.target is None else f"{self.metric}@{self.target}"
+
+
+def resolve_terms(names: Sequence[str], targets: Sequence, *, has_accuracy: bool) -> list[Term]:
+    """Objective names -> terms; a cost metric without ``@target`` means every target."""
+    terms: list[Term] = []
+    specs = [t.spec for t in targets]
+    for raw in names:
+        metric, _, where = raw.strip().partition("@")
+        metric = canonical(metric)
+        if metric == "accuracy":
+            if not has_accuracy:
+                raise InvalidConfigError("accuracy needs an architecture space (an ONNX model has no accuracy here)")
+            terms.append(Term("accuracy", None, True))
+            continue
+        chosen = [t for t in targets if t.spec == where] if where else list(targets)
+        if where and not chosen:
+            raise InvalidConfigError(f"objective {raw!r} names target {where!r}, not searched; targets: {', '.join(specs)}")
+        lacking = [t.spec for t in chosen if metric not in t.metrics]
+        if lacking:
+            raise InvalidConfigError(f"metric {metric} is not defined by target(s) {', '.join(lacking)}")
+        terms += [Term(metric, t.spec, METRICS[metric].maximize) for t in chosen]
+    if len({t.label for t in terms}) != len(terms):
+        raise InvalidConfigError("an objective is named twice")
+    return terms
+
+
+@dataclasses.dataclass
+class Point:
+    """One evaluated (or refused) point of the joint space."""
+
+    x: tuple[int, ...]
+    genome: tuple[int, ...]
+    hws: list[dict[str, Any]]
+    key: str
+    #: ok, failed, or invalid (a hardware config that breaks a rule: not evaluated)
+    status: str
+    metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+
+    def value(self, term: Term) -> float | None:
+        if term.target is None:
+            for m in self.metrics.values():
+                if term.metric in m:
+                    return m[term.metric]
+            return None
+        return self.metrics.get(term.target, {}).get(term.metric)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"x": list(self.x), "genome": list(self.genome), "hws": self.hws, "key": self.key,
+                "status": self.status, "metrics": self.metrics, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Point:
+        return cls(x=tuple(d["x"]), genome=tuple(d["genome"]), hws=d["hws"], key=d["key"], status=d["status"],
+                   metrics=d["metrics"], error=d.get("error"))
+
+
+def resolve_bounds(bounds: Sequence[Bound], targets: Sequence, *, has_accuracy: bool) -> list[tuple[Term, Bound]]:
+    """Each constraint on each target it concerns (a metric without ``@target``: every target)."""
+    return [(term, b) for b in bounds for term in resolve_terms([b.metric], targets, has_accuracy=has_accuracy)]
+
+
+def is_feasible(point: Point, checks: Sequence[tuple[Term, Bound]]) -> bool:
+    if point.status != "ok":
+        return False
+    for term, bound in checks:
+        v = point.value(term)
+        if v is None or bound.violation(v) > 0:
+            return False
+    return True
+
+
+def pareto_front(points: Sequence[Point], objectives: Sequence[Term], checks: Sequence[tuple[Term, Bound]]) -> list[Point]:
+    """The feasible, non-dominated points (objectives minimised after flipping maximised ones)."""
+    feasible = [p for p in points if is_feasible(p, checks) and all(p.value(t) is not None for t in objectives)]
+    if not feasible:
+        return []
+    F = np.array([[(-1 if t.maximize else 1) * p.value(t) for t in objectives] for p in feasible])
+    front, seen = [], set()
+    for i in np.lexsort(F.T[::-1]):
+        if np.any(np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)):
+            continue
+        k = tuple(np.round(F[i], 12))
+        if k not in seen:  # identical objective vectors: keep one
+            seen.add(k)
+            front.append(feasible[i])
+    return front
+
+
+# ---------------------------------------------------------------------------------------------
+# the search loop (runs in the parent process)
+
+
+def _random_reset_mutation():
+    """Each gene, with probability 1/n, takes a uniformly random other value (genes are categorical)."""
+    from pymoo.core.mutation import Mutation
+
+    class RandomReset(Mutation):
+        def _do(self, problem, X, *args, random_state=None, **kwargs):
+            X = np.array(X, dtype=float, copy=True)
+            n = X.shape[1]
+            hit = random_state.random(X.shape) < 1.0 / n
+            # at least one gene per individual changes
+            none = ~hit.any(axis=1)
+            hit[none, random_state.integers(0, n, size=int(none.sum()))] = True
+            high = problem.xu + 1
+            shift = random_state.integers(1, np.maximum(high, 2), size=X.shape)
+            X[hit] = ((X + shift) % np.maximum(high, 1))[hit]
+            return X
+
+    return RandomReset()
+
+
+def _operators():
+    from pymoo.operators.crossover.ux import UniformCrossover
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+    return {"sampling": IntegerRandomSampling(), "crossover": UniformCrossover(),
+            "mutation": _random_reset_mutation(), "eliminate_duplicates": True}
+
+
+class Search:
+    """One search run writing into ``out_dir`` (``results.db`` and, after it, the report)."""
+
+    RUN_ID = "search"
+
+    def __init__(self, config: SearchConfig, out_dir: str | Path, *, resume: bool = False,
+                 progress: Callable[[Search], None] | None = None) -> None:
+        from hwnas.pipeline.artifacts import versions
+        from hwnas.pipeline.store import ResultStore
+
+        self.config = config
+        self.out_dir = Path(out_dir)
+        load_plugins(config.plugins)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.store_path = self.out_dir / "results.db"
+        self.store = ResultStore(self.store_path)
+        # everything is checked (and the parent's evaluator built) before the run is opened
+        self.evaluator = PointEvaluator(WorkerSetup(config, str(self.store_path), self.RUN_ID))
+        self.joint = self.evaluator.joint
+        has_acc = self.evaluator.space is not None
+        self.objectives = resolve_terms(config.objectives, self.evaluator.targets, has_accuracy=has_acc)
+        self.checks = resolve_bounds([Bound.parse(c) for c in config.constraints], self.evaluator.targets,
+                                     has_accuracy=has_acc)
+        if config.formulation in ("constrained",) and not self.checks:
+            raise InvalidConfigError("the constrained formulation needs at least one --constraint")
+        if config.formulation in ("scalarized", "two-stage"):
+            if not any(t.metric == "accuracy" for t in self.objectives) or len(self.objectives) < 2:
+                raise InvalidConfigError(
+                    f"the {config.formulation} formulation needs accuracy and at least one cost objective")
+        self.run_info = self.store.open_run(self.RUN_ID, config.settings(), versions(), resume=resume,
+                                       allowed_to_change=RESUMABLE)
+        self.points: dict[str, Point] = {}
+        self.order: list[str] = []
+        self.from_store = 0
+        self.progress = progress
+        self.namespace = f"points/{self.RUN_ID}"
+        self._pool = None
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @property
+    def evaluated(self) -> int:
+        return len(self.points)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.config.budget - self.evaluated)
+
+    def _stored_point(self, x, genome, hws, key) -> Point | None:
+        summary = self.store.get(self.namespace, key)
+        if summary is not None:
+            return Point.from_dict(summary)
+        metrics, errors = {}, []
+        for target, hw in zip(self.evaluator.targets, hws):
+            row = self.store.lookup(self.RUN_ID, self.evaluator.candidate(genome, hw).key(hw), target.spec)
+            if row is None:
+                return None
+            if row.status == "ok":
+                metrics[target.spec] = dict(row.metrics)
+            else:
+                errors.append(row.error or "failed")
+        p = Point(tuple(x), tuple(genome), hws, key, "failed" if errors else "ok", metrics,
+                  errors[0] if errors else None)
+        self.store.put(self.namespace, key, p.as_dict())
+        return p
+
+    def evaluate(self, X: Sequence[Sequence[int]], *, limit: int | None = None) -> list[Point | None]:
+        """Points of ``X`` (None where the budget ran out first); each distinct point is evaluated once."""
+        limit = self.config.budget if limit is None else min(limit, self.config.budget)
+        out: list[Point | None] = [None] * len(X)
+        todo: dict[str, list[int]] = {}
+        tasks: list[tuple[str, Point]] = []
+        for i, x in enumerate(X):
+            x = tuple(int(v) for v in x)
+            try:
+                genome, hws = self.joint.split(x)
+            except InvalidConfigError as exc:
+                out[i] = Point(x, tuple(x[: self.joint.arch_size]), [], "", "invalid", error=str(exc))
+                continue
+            key = point_key(genome, hws)
+            if key in self.points:
+                out[i] = self.points[key]
+                continue
+            if key in todo:
+                todo[key].append(i)
+                continue
+            stored = self._stored_point(x, genome, hws, key)
+            if stored is not None:
+                self._add(stored)
+                self.from_store += 1
+                out[i] = stored
+                continue
+            if self.evaluated + len(tasks) >= limit:
+                continue
+            todo[key] = [i]
+            tasks.append((key, Point(x, genome, hws, key, "pending")))
+        if tasks:
+            def done(j, outcome):
+                key, p = tasks[j]
+                if outcome.ok:
+                    p.metrics = outcome.value["metrics"]
+                    p.error = outcome.value["error"]
+                    p.status = "failed" if p.error else "ok"
+                else:
+                    p.status, p.error = "failed", outcome.error
+                    for target, hw in zip(self.evaluator.targets, p.hws):
+                        self.evaluator._record(self.evaluator.candidate(p.genome, hw).key(hw), p.genome, hw, target,
+                                               {}, "failed", outcome.error, {}, None)
+                self.store.put(self.namespace, key, p.as_dict())
+                self._add(p)
+                for i in todo[key]:
+                    out[i] = p
+
+            self._workers().run([(p.genome, p.hws) for _, p in tasks], done)
+        return out
+
+    def accuracies(self, genomes: Sequence[Sequence[int]]) -> list[float | None]:
+        """Accuracy only (no compile), in the workers; cached in the store."""
+        results: list[float | None] = [None] * len(genomes)
+
+        def done(j, outcome):
+            results[j] = outcome.value["accuracy"] if outcome.ok else None
+
+        self._workers().run([(tuple(g), None) for g in genomes], done)
+        return results
+
+    def _add(self, p: Point) -> None:
+        self.points[p.key] = p
+        self.order.append(p.key)
+        if self.progress is not None:
+            self.progress(self)
+
+    def _workers(self):
+        from hwnas.pipeline.executor import WorkerPool
+
+        if self._pool is None:
+            lock = None
+            if self.config.workers > 1:
+                import multiprocessing
+
+                lock = multiprocessing.get_context("spawn").Lock()
+            setup = WorkerSetup(self.config, str(self.store_path), self.RUN_ID, lock)
+            if self.config.workers == 0:
+                self._pool = WorkerPool(workers=0, init=lambda _: self.evaluator, init_arg=None,
+                                        work=_worker_work, timeout_s=None)
+            else:
+                self._pool = WorkerPool(workers=self.config.workers, init=_worker_init, init_arg=setup,
+                                        work=_worker_work, timeout_s=self.config.timeout_s)
+        return self._pool
+
+    # -- objective vectors ---------------------------------------------------------------------
+    def F(self, p: Point | None, terms: Sequence[Term] | None = None) -> list[float]:
+        terms = self.objectives if terms is None else terms
+        if p is None or p.status != "ok":
+            return [FAILED] * len(terms)
+        return [FAILED if (v := p.value(t)) is None else (-v if t.maximize else v) for t in terms]
+
+    def G(self, p: Point | None) -> list[float]:
+        """Constraint values (<= 0 feasible), the last one the evaluation itself."""
+        if p is None or p.status != "ok":
+            return [FAILED] * (len(self.checks) + 1)
+        g = []
+        for term, bound in self.checks:
+            v = p.value(term)
+            g.append(FAILED if v is None else bound.violation(v))
+        return g + [0.0]
+
+    # -- formulations --------------------------------------------------------------------------
+    def _ga(self, algorithm, fitness: Callable[[Point | None], list[float]], n_obj: int, limit: int,
+            n_var: int | None = None, expand: Callable[[Sequence[int]], Sequence[int]] | None = None,
+            seed: int | None = None) -> None:
+        from pymoo.core.problem import Problem
+        from pymoo.core.termination import NoTermination
+
+        cards = np.array(self.joint.cardinalities if n_var is None else self._arch_cards())
+        problem = Problem(n_var=len(cards), n_obj=n_obj, n_ieq_constr=len(self.checks) + 1,
+                          xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        algorithm.setup(problem, termination=NoTermination(), seed=self.config.seed if seed is None else seed)
+        stale = 0
+        while self.evaluated < limit and stale < MAX_STALE_GENERATIONS:
+            pop = algorithm.ask()
+            X = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
+            before = self.evaluated
+            pts = self.evaluate([expand(x) if expand else x for x in X], limit=limit)
+            pop.set("F", np.array([fitness(p) for p in pts], dtype=float))
+            pop.set("G", np.array([self.G(p) for p in pts], dtype=float))
+            algorithm.tell(infills=pop)
+            stale = stale + 1 if self.evaluated == before else 0
+
+    def _arch_cards(self):
+        return self.joint.cardinalities[: self.joint.arch_size]
+
+    def _nsga2(self) -> None:
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+
+        self._ga(NSGA2(pop_size=self.config.pop_size, **_operators()), self.F, len(self.objectives),
+                 self.config.budget)
+
+    def _primary(self) -> Term:
+        return next((t for t in self.objectives if t.metric == "accuracy"), self.objectives[0])
+
+    def _constrained(self) -> None:
+        from pymoo.algorithms.soo.nonconvex.ga import GA
+
+        primary = [self._primary()]
+        self._ga(GA(pop_size=self.config.pop_size, **_operators()), lambda p: self.F(p, primary), 1,
+                 self.config.budget)
+
+    def _random(self) -> None:
+        rng = np.random.default_rng(self.config.seed)
+        stale = 0
+        while self.remaining and stale < MAX_STALE_GENERATIONS:
+            before = self.evaluated
+            self.evaluate([self.joint.sample(rng) for _ in range(min(self.config.pop_size, self.remaining))])
+            stale = stale + 1 if self.evaluated == before else 0
+
+    def _scalarized(self) -> None:
+        from pymoo.algorithms.soo.nonconvex.ga import GA
+
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        # reference scales from a first random batch (part of the budget)
+        self.evaluate([self.joint.sample(rng) for _ in range(min(cfg.pop_size, cfg.budget))])
+        ok = [p for p in self.points.values() if p.status == "ok"]
+        ref = {t.label: float(np.median([abs(p.value(t)) for p in ok if p.value(t) is not None]) or 1.0)
+               if ok else 1.0 for t in self.objectives}
+        weights = np.linspace(0, 1, cfg.weights + 2)[1:-1]
+        for k, w in enumerate(weights):
+            share = self.evaluated + math.ceil(self.remaining / (len(weights) - k))
+
+            def fitness(p, w=w):
+                if p is None or p.status != "ok":
+                    return [FAILED]
+                acc = [p.value(t) / ref[t.label] for t in self.objectives if t.metric == "accuracy"]
+                costs = [p.value(t) / ref[t.label] for t in self.objectives if t.metric != "accuracy"]
+                return [-w * float(np.mean(acc)) + (1 - w) * float(np.mean(costs))]
+
+            self._ga(GA(pop_size=cfg.pop_size, **_operators()), fitness, 1, share, seed=cfg.seed + k)
+
+    def _two_stage(self) -> None:
+        from pymoo.algorithms.soo.nonconvex.ga import GA
+        from pymoo.core.problem import Problem
+        from pymoo.core.termination import NoTermination
+
+        cfg = self.config
+        # stage 1: architectures by accuracy alone (no compile), as many as the budget
+        cards = np.array(self._arch_cards())
+        problem = Problem(n_var=len(cards), n_obj=1, xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        algorithm = GA(pop_size=cfg.pop_size, **_operators())
+        algorithm.setup(problem, termination=NoTermination(), seed=cfg.seed)
+        scores: dict[tuple[int, ...], float] = {}
+        stale = 0
+        while len(scores) < cfg.budget and stale < MAX_STALE_GENERATIONS:
+            pop = algorithm.ask()
+            X = [tuple(int(v) for v in x) for x in np.clip(np.rint(pop.get("X")), 0, cards - 1)]
+            new = [x for x in dict.fromkeys(X) if x not in scores][: cfg.budget - len(scores)]
+            for x, acc in zip(new, self.accuracies(new)):
+                scores[x] = -1e300 if acc is None else acc
+            stale = stale + 1 if not new else 0
+            pop.set("F", np.array([[-scores.get(x, -1e300)] for x in X], dtype=float))
+            algorithm.tell(infills=pop)
+        # stage 2: hardware configs of the best architectures
+        n_hw = sum(t.hardware_space.size for t in self.joint.targets)
+        k = min(cfg.top_k, len(scores)) if n_hw else min(len(scores), cfg.budget)
+        best = sorted(scores, key=lambda g: -scores[g])[:k]
+        rng = np.random.default_rng(cfg.seed)
+        for j, genome in enumerate(best):
+            share = self.evaluated + math.ceil(self.remaining / (len(best) - j))
+            X = [self.joint.join(genome, [t.hardware_space.default() for t in self.joint.targets])]
+            for _ in range(MAX_STALE_GENERATIONS):
+                self.evaluate(X, limit=share)
+                if self.evaluated >= share or not n_hw:
+                    break
+                X = [self.joint.join(genome, [t.hardware_space.sample(rng) for t in self.joint.targets])
+                     for _ in range(share - self.evaluated)]
+
+    # -- run -----------------------------------------------------------------------------------
+    def run(self) -> list[Point]:
+        """Run the formulation until the budget is spent; return the Pareto front."""
+        try:
+            getattr(self, "_" + self.config.formulation.replace("-", "_"))()
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+        self.store.set_run_status(self.RUN_ID, "finished")
+        return self.front()
+
+    def all_points(self) -> list[Point]:
+        return [self.points[k] for k in self.order]
+
+    def front(self) -> list[Point]:
+        return pareto_front(self.all_points(), self.objectives, self.checks)

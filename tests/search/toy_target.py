@@ -1,0 +1,39 @@
+"""A fake target for testing search plumbing only (never a backend's own tests).
+
+Its cost is a fixed function of the genome and hardware config, so searches
+over it are fast and exactly reproducible. Loaded with ``--plugin`` (a file
+path), as any plugin would be, so worker processes register it too.
+"""
+
+import functools
+
+from hwnas.errors import CompileError
+from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam
+from hwnas.targets import Target, register, target_names
+
+
+class ToyTarget(Target):
+    name = "toy"
+    description = "search-plumbing test target: cost is a formula"
+    metrics = ("latency_ms", "peak_memory_kb")
+    cost_methods = ("formula",)
+    compiles = False
+
+    @functools.cached_property
+    def hardware_space(self):
+        return HardwareSpace(
+            name="toy",
+            params={"speed": IntParam(1, 4), "mode": ChoiceParam(("a", "b", "boom"))},
+            constraints=(Constraint("mode b needs speed >= 2", lambda c: c["mode"] != "b" or c["speed"] >= 2),),
+        )
+
+    def cost_architecture(self, space, genome, hw, *, method):
+        if hw["mode"] == "boom":
+            raise CompileError("toy compiler refuses mode boom")
+        work = sum((g + 1) * (i + 1) for i, g in enumerate(genome))
+        factor = 0.8 if hw["mode"] == "b" else 1.0
+        return {"latency_ms": work * factor / hw["speed"], "peak_memory_kb": 10.0 * hw["speed"] + len(genome)}
+
+
+if "toy" not in target_names():
+    register(ToyTarget)
