@@ -563,11 +563,14 @@ class Search:
                         self.evaluator._record(self.evaluator.candidate(p.genome, hw).key(hw), p.genome, hw, target,
                                                {}, "failed", outcome.error, {}, None)
                 self.store.put(self.namespace, key, p.as_dict())
-                self._add(p)
+                self.points[key] = p
+                if self.progress is not None:
+                    self.progress(self)
                 for i in todo[key]:
                     out[i] = p
 
             self._workers().run([(p.genome, p.hws) for _, p in tasks], done)
+            self.order += [key for key, _ in tasks if key in self.points]  # task order, whatever finished first
         return out
 
     def accuracies(self, genomes: Sequence[Sequence[int]]) -> list[float | None]:

@@ -6,6 +6,7 @@ path), as any plugin would be, so worker processes register it too.
 """
 
 import functools
+import time
 
 from hwnas.errors import CompileError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam
@@ -18,6 +19,12 @@ class ToyTarget(Target):
     metrics = ("latency_ms", "peak_memory_kb")
     cost_methods = ("formula",)
     compiles = False
+    variants = ()
+
+    def __init__(self, variant=None):
+        # "toy:slow:SECONDS" sleeps that long in every evaluation (for kill / timeout tests)
+        super().__init__(variant)
+        self.sleep_s = float(variant.split(":")[1]) if variant and variant.startswith("slow:") else 0.0
 
     @functools.cached_property
     def hardware_space(self):
@@ -28,6 +35,7 @@ class ToyTarget(Target):
         )
 
     def cost_architecture(self, space, genome, hw, *, method):
+        time.sleep(self.sleep_s)
         if hw["mode"] == "boom":
             raise CompileError("toy compiler refuses mode boom")
         work = sum((g + 1) * (i + 1) for i, g in enumerate(genome))
