@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 
 #: native TVM log lines with no information for a user (the VM executable logs
 #: one per memory scope whenever it is saved or loaded)
@@ -35,3 +38,27 @@ def filtered_native_stderr():
             kept = [ln for ln in tmp.read().splitlines(keepends=True) if not _NOISE.match(ln.rstrip(b"\n"))]
             if kept:
                 os.write(fd, b"".join(kept))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(Path(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def keyword_options(cls: type) -> list[str]:
+    """Names of the keyword-only parameters of ``cls.__init__`` (a registry's accepted options)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def error_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """One line for an exception from a library: TVM puts its message last, after a backtrace."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    if with_type or not text:
+        return f"{type(exc).__name__}: {text}".rstrip(": ")
+    return text

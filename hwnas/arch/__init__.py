@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import inspect
-
 from hwnas.arch.base import ArchSpace
 from hwnas.arch.fbnet import FBNetSpace
 from hwnas.arch.mbv2 import MBV2Space
 from hwnas.arch.nb201 import NB201Space
 from hwnas.errors import InvalidConfigError, UnknownSpaceError
+from hwnas.util import keyword_options
 
 __all__ = ["ArchSpace", "FBNetSpace", "MBV2Space", "NB201Space", "get_space", "register_space", "space_names"]
 
@@ -38,11 +37,6 @@ def space_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _option_names(cls: type[ArchSpace]) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
 def get_space(name: str, **options: object) -> ArchSpace:
     """The space registered as ``name``, built with ``options``.
 
@@ -53,7 +47,7 @@ def get_space(name: str, **options: object) -> ArchSpace:
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise UnknownSpaceError(f"unknown space {name!r}; known: {', '.join(space_names())}")
-    accepted = _option_names(cls)
+    accepted = keyword_options(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InvalidConfigError(

@@ -29,8 +29,6 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import hashlib
-import inspect
 import logging
 import math
 import numbers
@@ -51,6 +49,7 @@ from hwnas.arch import ArchSpace
 from hwnas.arch.nb201 import genome_to_arch_str, genome_to_index
 from hwnas.data import DATA_ENV_VAR, require_data_file
 from hwnas.errors import DataNotFoundError, InvalidConfigError, RunError
+from hwnas.util import file_sha256, keyword_options
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +134,6 @@ def accuracy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _option_names(cls: type[AccuracyEvaluator]) -> list[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-
 def get_accuracy(spec: str, **options: Any) -> AccuracyEvaluator:
     """The evaluator named by ``spec``, built with ``options``.
 
@@ -158,7 +152,7 @@ def get_accuracy(spec: str, **options: Any) -> AccuracyEvaluator:
         raise InvalidConfigError(
             f"unknown accuracy evaluator {name!r}; known: {', '.join(accuracy_names())}"
         )
-    accepted = _option_names(cls)
+    accepted = keyword_options(cls)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InvalidConfigError(
@@ -206,14 +200,6 @@ def _choice_option(evaluator: str, option: str, value: object, choices: Sequence
             f"accuracy evaluator {evaluator}: option {option} must be one of {', '.join(choices)}, got {value!r}"
         )
     return str(value)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _file_stamp(path: Path) -> tuple[str, int, int]:
@@ -297,7 +283,7 @@ def _load_table(path: Path) -> _Table:
         raise InvalidConfigError(f"accuracy table {path} is not a text (csv) file") from None
     except OSError as exc:
         raise DataNotFoundError(f"cannot read accuracy table {path}: {exc.strerror or exc}") from None
-    table = _Table(path=path, sha256=_file_sha256(path), arch=arch, values=values)
+    table = _Table(path=path, sha256=file_sha256(path), arch=arch, values=values)
     with _TABLE_LOCK:
         _TABLE_CACHE[stamp] = table
     return table
@@ -473,7 +459,7 @@ def _load_npz(path: Path) -> _ImageData:
         x_test=xv,
         y_test=torch.from_numpy(y_test),
         num_classes=int(max(y_train.max(), y_test.max())) + 1,
-        source={"data": "npz", "sha256": _file_sha256(path)},
+        source={"data": "npz", "sha256": file_sha256(path)},
     )
     with _NPZ_LOCK:
         _NPZ_CACHE[stamp] = data

@@ -7,7 +7,6 @@ when complete, so a folder at the requested path is always a whole bundle.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ import numpy as np
 import hwnas
 from hwnas.errors import ArtifactError
 from hwnas.pipeline.evaluate import Evaluation
+from hwnas.util import file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -84,14 +84,6 @@ if args.output:
 print(f"output {manifest['outputs'][0]['name']}: shape {list(result.shape)}, "
       f"argmax {int(result.argmax())}, sum {float(result.sum()):.6f}")
 '''
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -175,7 +167,7 @@ def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:
             for i, (s, d) in enumerate(built.outputs)
         ],
         "runtime": {"library": files["library"].name, **ev.target.runtime_info(built)},
-        "files": {role: {"path": p.name, "sha256": sha256(p)} for role, p in files.items()},
+        "files": {role: {"path": p.name, "sha256": file_sha256(p)} for role, p in files.items()},
         "versions": versions(),
     }
 
@@ -189,6 +181,6 @@ def verify_bundle(folder: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{folder} holds no readable {MANIFEST}: {exc}") from None
     for role, entry in manifest.get("files", {}).items():
         path = folder / entry["path"]
-        if not path.is_file() or sha256(path) != entry["sha256"]:
+        if not path.is_file() or file_sha256(path) != entry["sha256"]:
             raise ArtifactError(f"bundle file {path} ({role}) is missing or does not match its sha256")
     return manifest

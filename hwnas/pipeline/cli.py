@@ -200,6 +200,7 @@ def cmd_search(args) -> int:
         objectives=objectives,
         constraints=tuple(args.constraint or ()),
         formulation=args.formulation,
+        surrogate=args.surrogate,
         budget=args.budget,
         accuracy=args.accuracy,
         accuracy_options=_options(args.accuracy_option, "--accuracy-option"),
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated metrics (default accuracy,latency_ms); metric@target names one target")
     p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
     p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, random")
+    p.add_argument("--surrogate", default="xgb",
+                   help="nsga2: xgb (default: a bootstrap XGBoost ensemble screens a large pool of offspring "
+                        "each generation and only the most promising are evaluated) or none (plain NSGA-II)")
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
     p.add_argument("--accuracy", default="proxy",

@@ -20,6 +20,7 @@ from hwnas.errors import CompileError, HwnasError, InvalidConfigError
 from hwnas.metrics import check_values
 from hwnas.pipeline import graph, lower
 from hwnas.targets import Built, Target
+from hwnas.util import error_line
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
             raise
         except Exception as exc:  # TVM raises untyped errors from inside passes
             name = getattr(getattr(p, "info", None), "name", None) or getattr(p, "__name__", type(p).__name__)
-            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            raise CompileError(f"{stage} pass {name} failed: {lines[-1] if lines else type(exc).__name__}") from None
+            raise CompileError(f"{stage} pass {name} failed: {error_line(exc)}") from None
     return mod
 
 

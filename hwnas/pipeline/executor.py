@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hwnas.errors import HwnasError, RunError
+from hwnas.util import error_line
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,9 @@ class Outcome:
     seconds: float
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, HwnasError):
-        return str(exc)
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+def describe(exc: BaseException) -> str:
+    """One line for a task's failure: our errors as they are, others with their type."""
+    return str(exc) if isinstance(exc, HwnasError) else error_line(exc, with_type=True)
 
 
 def _run_task(work: Callable, ctx: Any, task: Any) -> Outcome:
@@ -51,7 +50,7 @@ def _run_task(work: Callable, ctx: Any, task: Any) -> Outcome:
         value = work(ctx, task)
     except Exception as exc:  # a candidate's failure must not end the search
         log.debug("task failed: %s", traceback.format_exc())
-        return Outcome(False, None, _describe(exc), time.perf_counter() - t0)
+        return Outcome(False, None, describe(exc), time.perf_counter() - t0)
     return Outcome(True, value, None, time.perf_counter() - t0)
 
 
@@ -59,7 +58,7 @@ def _worker_main(conn, init: Callable, init_arg: Any, work: Callable, parent_pid
     try:
         ctx = init(init_arg)
     except Exception as exc:
-        conn.send(("init-failed", _describe(exc)))
+        conn.send(("init-failed", describe(exc)))
         return
     conn.send(("ready", None))
     while True:

@@ -16,6 +16,7 @@ from pathlib import Path
 import onnx
 
 from hwnas.errors import ModelImportError, UnsupportedOperatorError
+from hwnas.util import error_line
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ def to_relax(model: onnx.ModelProto, *, batch: int = 1):
     try:
         mod = relax.frontend.onnx.from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as exc:  # the importer raises TVMError, ValueError, KeyError...
-        first = str(exc).strip().splitlines()
-        raise ModelImportError(
-            f"TVM could not import the ONNX model: {first[-1] if first else type(exc).__name__}"
-        ) from None
+        raise ModelImportError(f"TVM could not import the ONNX model: {error_line(exc)}") from None
     return mod
 
 

@@ -5,7 +5,10 @@ genes. Every point is evaluated once per run (results come from the store
 when a run is resumed), in a worker pool, and written to the store as it
 finishes. Formulations:
 
-* ``nsga2``: multi-objective NSGA-II over the objectives;
+* ``nsga2``: multi-objective NSGA-II over the objectives; with ``surrogate="xgb"`` (the default)
+  each generation's offspring are screened from a large candidate pool by a bootstrap XGBoost
+  ensemble fitted on the points evaluated so far (``hwnas.pipeline.surrogate``), so the budget
+  goes to the candidates predicted to extend the front; ``surrogate="none"`` is plain NSGA-II;
 * ``constrained``: maximise accuracy subject to the constraints (a GA);
 * ``scalarized``: ``w * accuracy - (1 - w) * normalised cost`` for several ``w`` (a GA each);
 * ``two-stage``: architectures by accuracy first, then the hardware configs of the best;
@@ -35,6 +38,9 @@ from hwnas.metrics import METRICS, canonical
 log = logging.getLogger(__name__)
 
 FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "random")
+#: nsga2's surrogate: ``xgb`` screens a large pool of candidates per generation with a bootstrap XGBoost
+#: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
+SURROGATES = ("xgb", "none")
 #: settings a resumed run may change
 RESUMABLE = ("budget", "workers", "timeout_s")
 #: objective value given to points that failed (they are also infeasible)
@@ -81,6 +87,7 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     constraints: tuple[str, ...] = ()
     formulation: str = "nsga2"
+    surrogate: str = "xgb"
     budget: int = 100
     accuracy: str = "proxy"
     accuracy_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -97,6 +104,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
             raise InvalidConfigError(f"unknown formulation {self.formulation!r}; known: {', '.join(FORMULATIONS)}")
+        if self.surrogate not in SURROGATES:
+            raise InvalidConfigError(f"unknown surrogate {self.surrogate!r}; known: {', '.join(SURROGATES)}")
         for name in ("budget", "pop_size", "weights", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -295,10 +304,10 @@ class PointEvaluator:
                     metrics["accuracy"] = acc
                 result["metrics"][target.spec] = metrics
                 self._record(key, genome, hw, target, metrics, "ok", None, ev.timings, started)
-            except Exception as exc:
-                from hwnas.pipeline.executor import _describe
+            except Exception as exc:  # one candidate's failure is recorded, never fatal
+                from hwnas.pipeline.executor import describe
 
-                result["error"] = f"{target.spec}: {_describe(exc)}"
+                result["error"] = f"{target.spec}: {describe(exc)}"
                 self._record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
         return result
 
@@ -424,6 +433,70 @@ def pareto_front(points: Sequence[Point], objectives: Sequence[Term], checks: Se
 
 
 # ---------------------------------------------------------------------------------------------
+# surrogate screening
+
+#: pool per generation, in multiples of pop_size: mating offspring, uniform samples, front neighbours (at most)
+SURROGATE_POOL_MATING = 40
+SURROGATE_POOL_RANDOM = 40
+SURROGATE_POOL_NEIGHBOURS = 40
+#: optimism of the acquisition: candidates are ranked on mean - KAPPA * std of the ensemble's predictions
+SURROGATE_KAPPA = 1.0
+#: the ensemble (see hwnas.pipeline.surrogate.SurrogateEnsemble)
+SURROGATE_MODEL = {"n_models": 5, "n_estimators": 150, "max_depth": 4, "learning_rate": 0.1}
+
+
+def select_by_prediction(known: np.ndarray, predicted: np.ndarray, violation: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` most promising candidates, in the order chosen.
+
+    ``known``: the objective vectors (minimised) of the feasible points evaluated so far;
+    ``predicted``: the candidates' predicted objective vectors; ``violation``: their
+    predicted constraint violation (<= 0: predicted feasible). Predicted-feasible candidates
+    come first, by non-dominated level among the known points and the candidates together
+    (a candidate on level 0 is predicted to extend the known front); within the level that
+    cannot be taken whole, greedily the candidate farthest (normalised objective space) from
+    the known points of its level and below and the candidates already chosen, so that
+    the choice spreads along the front and fills its gaps. Then the least violating others.
+    """
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    predicted = np.asarray(predicted, dtype=float).reshape(len(violation), -1)
+    known = np.asarray(known, dtype=float).reshape(-1, predicted.shape[1])
+    n = min(n, len(predicted))
+    feasible = np.flatnonzero(np.asarray(violation) <= 0)
+    chosen: list[int] = []
+    if len(feasible) and n:
+        F = np.vstack([known, predicted[feasible]])
+        _, rank = NonDominatedSorting().do(F, return_rank=True)
+        lo = F[rank == 0].min(axis=0)
+        span = F[rank == 0].max(axis=0) - lo
+        span = np.where(span > 0, span, np.maximum(np.abs(F).max(axis=0), 1.0))
+        Z = (F - lo) / span
+        is_known = np.arange(len(F)) < len(known)
+        for r in range(int(rank.max()) + 1):
+            members = np.flatnonzero((rank == r) & ~is_known)
+            if len(chosen) + len(members) <= n:
+                chosen += [int(feasible[m - len(known)]) for m in members]
+                if len(chosen) == n:
+                    break
+                continue
+            anchors = Z[(rank <= r) & is_known]
+            dist = (np.min(np.linalg.norm(Z[members, None, :] - anchors[None], axis=2), axis=1)
+                    if len(anchors) else np.full(len(members), np.inf))
+            if not len(anchors):  # start from the best on the first objective
+                dist[np.argmin(Z[members, 0])] = np.inf
+            while len(chosen) < n:
+                j = int(np.argmax(dist))
+                chosen.append(int(feasible[members[j] - len(known)]))
+                dist = np.minimum(dist, np.linalg.norm(Z[members] - Z[members[j]], axis=1))
+                dist[j] = -1.0
+            break
+    if len(chosen) < n:
+        others = np.flatnonzero(np.asarray(violation) > 0)
+        chosen += [int(i) for i in others[np.argsort(np.asarray(violation)[others], kind="stable")][: n - len(chosen)]]
+    return np.array(chosen, dtype=int)
+
+
+# ---------------------------------------------------------------------------------------------
 # the search loop (runs in the parent process)
 
 
@@ -492,6 +565,9 @@ class Search:
         self.progress = progress
         self.namespace = f"points/{self.RUN_ID}"
         self._pool = None
+        #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
+        self.surrogate_seconds = 0.0
+        self.surrogate_generations = 0
 
     # -- evaluation ----------------------------------------------------------------------------
     @property
@@ -652,8 +728,112 @@ class Search:
     def _nsga2(self) -> None:
         from pymoo.algorithms.moo.nsga2 import NSGA2
 
-        self._ga(NSGA2(pop_size=self.config.pop_size, **_operators()), self.F, len(self.objectives),
-                 self.config.budget)
+        algorithm = NSGA2(pop_size=self.config.pop_size, **_operators())
+        if self.config.surrogate == "none":
+            self._ga(algorithm, self.F, len(self.objectives), self.config.budget)
+        else:
+            self._surrogate_nsga2(algorithm)
+
+    # -- surrogate-assisted NSGA-II -------------------------------------------------------------
+    def _surrogate_nsga2(self, algorithm) -> None:
+        """NSGA-II whose offspring are screened by a surrogate before they are evaluated.
+
+        pymoo's NSGA-II keeps the population (its survival: rank and crowding). Each
+        generation builds a pool of candidates - the population's mating offspring, uniform
+        random samples and the one-gene neighbours of the current front - drops those already
+        evaluated or invalid, predicts every objective and constraint of the rest with a
+        bootstrap XGBoost ensemble fitted on all the points evaluated so far (failed points
+        excluded; a second model predicts failure when some failed), and evaluates only the
+        ``pop_size`` most promising (:func:`select_by_prediction` on optimistic predictions
+        ``mean - SURROGATE_KAPPA * std``). Until ``2 * pop_size`` points are usable the choice
+        from the pool is uniform. Deterministic for ``config.seed``.
+        """
+        import time
+
+        from pymoo.core.population import Population
+        from pymoo.core.problem import Problem
+        from pymoo.core.termination import NoTermination
+
+        cfg = self.config
+        cards = np.array(self.joint.cardinalities)
+        problem = Problem(n_var=len(cards), n_obj=len(self.objectives), n_ieq_constr=len(self.checks) + 1,
+                          xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        algorithm.setup(problem, termination=NoTermination(), seed=cfg.seed)
+        rng = np.random.default_rng([cfg.seed, 0x5EED])  # a stream apart from pymoo's
+        stale = 0
+        while self.evaluated < cfg.budget and stale < MAX_STALE_GENERATIONS:
+            if not algorithm.is_initialized:
+                X = np.clip(np.rint(algorithm.ask().get("X")).astype(int), 0, cards - 1)
+            else:
+                started = time.perf_counter()
+                X = self._screen(algorithm, problem, rng, min(cfg.pop_size, self.remaining))
+                self.surrogate_seconds += time.perf_counter() - started
+                self.surrogate_generations += 1
+            before = self.evaluated
+            pts = self.evaluate(X, limit=cfg.budget) if len(X) else []
+            stale = stale + 1 if self.evaluated == before else 0
+            if not len(X):
+                continue
+            pop = Population.new(X=np.asarray(X, dtype=float))
+            pop.set("F", np.array([self.F(p) for p in pts], dtype=float))
+            pop.set("G", np.array([self.G(p) for p in pts], dtype=float))
+            algorithm.tell(infills=pop)
+
+    def _candidate_pool(self, algorithm, problem, rng: np.random.Generator) -> np.ndarray:
+        """Distinct, valid, not yet evaluated candidates (rows of gene values), in a seed-fixed order."""
+        cfg = self.config
+        cards = np.array(self.joint.cardinalities)
+        off = algorithm.mating.do(problem, algorithm.pop, SURROGATE_POOL_MATING * cfg.pop_size, algorithm=algorithm,
+                                  random_state=algorithm.random_state)
+        rows = [tuple(x) for x in np.clip(np.rint(off.get("X")).astype(int), 0, cards - 1).tolist()] if len(off) else []
+        rows += [tuple(int(v) for v in self.joint.sample(rng)) for _ in range(SURROGATE_POOL_RANDOM * cfg.pop_size)]
+        # one-gene neighbours of the front (of the population while nothing is feasible)
+        bases = [p.x for p in self.front()] or [tuple(int(v) for v in x) for x in np.rint(algorithm.pop.get("X"))]
+        neighbours = [b[:i] + (v,) + b[i + 1:] for b in bases for i, c in enumerate(cards) for v in range(c)
+                      if v != b[i]]
+        cap = SURROGATE_POOL_NEIGHBOURS * cfg.pop_size
+        if len(neighbours) > cap:
+            neighbours = [neighbours[i] for i in np.sort(rng.choice(len(neighbours), cap, replace=False))]
+        rows += neighbours
+        pool, seen = [], set()
+        for x in dict.fromkeys(rows):
+            try:
+                genome, hws = self.joint.split(x)
+            except InvalidConfigError:
+                continue
+            key = point_key(genome, hws)
+            if key in self.points or key in seen:
+                continue
+            seen.add(key)
+            pool.append(x)
+        return np.array(pool, dtype=int).reshape(-1, len(cards))
+
+    def _screen(self, algorithm, problem, rng: np.random.Generator, n: int) -> np.ndarray:
+        """The ``n`` candidates of this generation's pool most promising by the surrogate's predictions."""
+        from hwnas.pipeline.surrogate import SurrogateEnsemble
+
+        pool = self._candidate_pool(algorithm, problem, rng)
+        if len(pool) <= n:
+            return pool
+        done = [p for p in self.all_points() if p.status in ("ok", "failed")]
+        rows = [(p.x, self.F(p) + self.G(p)[:-1]) for p in done if p.status == "ok"]
+        rows = [(x, y) for x, y in rows if all(math.isfinite(v) and abs(v) < FAILED for v in y)]
+        if len(rows) < max(2 * self.config.pop_size, 4):
+            return pool[np.sort(rng.choice(len(pool), n, replace=False))]
+        seed = int(rng.integers(2**31))
+        model = SurrogateEnsemble(self.joint.cardinalities, seed=seed, **SURROGATE_MODEL)
+        model.fit([x for x, _ in rows], np.array([y for _, y in rows], dtype=float))
+        mean, std = model.predict(pool)
+        n_obj = len(self.objectives)
+        optimistic = mean - SURROGATE_KAPPA * std
+        cv = np.maximum(optimistic[:, n_obj:], 0).sum(axis=1)
+        if any(p.status == "failed" for p in done):
+            fails = SurrogateEnsemble(self.joint.cardinalities, seed=seed + 1, **{**SURROGATE_MODEL, "n_models": 1})
+            fails.fit([p.x for p in done], [float(p.status == "failed") for p in done])
+            cv = cv + np.maximum(fails.predict(pool)[0] - 0.5, 0)
+        known = np.array([self.F(p) for p in self.all_points() if is_feasible(p, self.checks)], dtype=float)
+        known = known[(np.abs(known) < FAILED).all(axis=1)] if len(known) else known.reshape(0, n_obj)
+        return pool[select_by_prediction(known, optimistic[:, :n_obj], cv, n)]
 
     def _primary(self) -> Term:
         return next((t for t in self.objectives if t.metric == "accuracy"), self.objectives[0])

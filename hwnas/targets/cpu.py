@@ -17,7 +17,7 @@ from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
 from hwnas.targets import analysis, measure
 from hwnas.targets.base import Built, Target
-from hwnas.util import filtered_native_stderr
+from hwnas.util import error_line, filtered_native_stderr
 
 
 def host_cores() -> int:
@@ -122,8 +122,7 @@ class CpuTarget(Target):
             with tgt:
                 ex = compile_module(mod, tgt)
         except Exception as exc:  # TVM's errors are not typed usefully
-            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            raise CompileError(f"compiling for cpu failed: {lines[-1] if lines else type(exc).__name__}") from None
+            raise CompileError(f"compiling for cpu failed: {error_line(exc)}") from None
         inputs, outputs = analysis.io_signature(mod)
         return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
 

@@ -8,6 +8,7 @@ import statistics
 import numpy as np
 
 from hwnas.errors import RunError
+from hwnas.util import error_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ def run_vm(executable, arrays: list[np.ndarray], device=None) -> list[np.ndarray
         vm = relax.VirtualMachine(executable, dev)
         out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in arrays])
     except Exception as exc:  # TVM raises its own error types from the runtime
-        raise RunError(f"running the compiled module failed: {_first_line(exc)}") from None
+        raise RunError(f"running the compiled module failed: {error_line(exc)}") from None
     outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
     return [o.numpy() for o in outs]
 
@@ -78,12 +79,7 @@ def measure_vm(
         evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
         result = evaluator(*args)
     except Exception as exc:
-        raise RunError(f"measuring the compiled module failed: {_first_line(exc)}") from None
+        raise RunError(f"measuring the compiled module failed: {error_line(exc)}") from None
     samples = tuple(float(r) * 1e3 for r in result.results)
     std = statistics.pstdev(samples) if len(samples) > 1 else 0.0
     return Timing(median_ms=float(statistics.median(samples)), std_ms=std, samples_ms=samples)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,120 @@
+"""Surrogate models for surrogate-assisted search.
+
+A search evaluates few points for real (each costs a compile and a measurement,
+or a training run); a cheap model of the objectives, fitted on every point
+evaluated so far in the run, can screen many more candidates and send to real
+evaluation only the promising ones (predictor-guided evolution, as in BANANAS,
+NPENAS or surrogate-screened MOEAs).
+
+* :class:`OneHotEncoder` turns joint genomes (one categorical gene per
+  position, gene ``i`` taking values ``0 .. cardinalities[i] - 1``) into
+  feature vectors: one indicator per (gene, value), plus each gene's raw index
+  (trees split ordinal hardware knobs - tile sizes, thread counts - on it).
+* :class:`SurrogateEnsemble` is a bootstrap ensemble of XGBoost regressors,
+  one multi-output model per bootstrap resample, predicting every column of a
+  target matrix at once; the spread of its members is the uncertainty
+  estimate used by the acquisition (optimistic predictions ``mean - k * std``).
+
+Both are deterministic for a seed: the bootstrap resamples come from
+``numpy.random.default_rng(seed)``, each booster gets its own fixed
+``random_state`` and runs on one thread (``n_jobs=1``), so the same data and
+seed give the same predictions bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class OneHotEncoder:
+    """Categorical genes -> ``float32`` features: a one-hot block per gene, then the raw gene values."""
+
+    def __init__(self, cardinalities: Sequence[int], *, ordinal: bool = True) -> None:
+        cards = [int(c) for c in cardinalities]
+        if not cards or min(cards) < 1:
+            raise ValueError(f"cardinalities must be positive integers, got {list(cardinalities)!r}")
+        self.cardinalities = tuple(cards)
+        self.ordinal = ordinal
+        self.offsets = np.concatenate([[0], np.cumsum(cards)[:-1]]).astype(np.int64)
+        self.n_features = int(sum(cards)) + (len(cards) if ordinal else 0)
+
+    def transform(self, X: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.int64).reshape(-1, len(self.cardinalities))
+        if X.size and ((X < 0).any() or (X >= np.array(self.cardinalities)).any()):
+            raise ValueError("a gene value is outside its cardinality")
+        n = len(X)
+        out = np.zeros((n, self.n_features), dtype=np.float32)
+        if n:
+            rows = np.repeat(np.arange(n), X.shape[1])
+            out[rows, (X + self.offsets).ravel()] = 1.0
+            if self.ordinal:
+                out[:, sum(self.cardinalities):] = X
+        return out
+
+
+class SurrogateEnsemble:
+    """Bootstrap ensemble of XGBoost regressors over one-hot encoded categorical genomes.
+
+    ``fit(X, Y)`` trains ``n_models`` boosters, each on a bootstrap resample of
+    the rows (the first on all rows: with few points a resample drops too
+    much), on the targets standardised per column; ``predict(X)`` returns the
+    members' mean and standard deviation, in the targets' own units, each of
+    shape ``(len(X), n_targets)`` (``(len(X),)`` when ``Y`` was one column).
+    """
+
+    def __init__(self, cardinalities: Sequence[int], *, n_models: int = 5, n_estimators: int = 150,
+                 max_depth: int = 4, learning_rate: float = 0.1, subsample: float = 1.0,
+                 colsample_bytree: float = 1.0, min_child_weight: float = 1.0, seed: int = 0,
+                 ordinal: bool = True) -> None:
+        if n_models < 1:
+            raise ValueError(f"n_models must be >= 1, got {n_models}")
+        self.encoder = OneHotEncoder(cardinalities, ordinal=ordinal)
+        self.n_models = n_models
+        self.params = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
+                           subsample=subsample, colsample_bytree=colsample_bytree,
+                           min_child_weight=min_child_weight, tree_method="hist", n_jobs=1, verbosity=0)
+        self.seed = int(seed)
+        self.models: list = []
+        self._center = self._scale = None
+        self._vector = False
+
+    def fit(self, X: Sequence[Sequence[int]] | np.ndarray, Y: Sequence | np.ndarray) -> SurrogateEnsemble:
+        from xgboost import XGBRegressor
+
+        features = self.encoder.transform(X)
+        Y = np.asarray(Y, dtype=np.float64)
+        self._vector = Y.ndim == 1
+        Y = Y.reshape(len(features), -1)
+        if len(features) < 2:
+            raise ValueError("a surrogate needs at least two points to fit")
+        if not np.isfinite(Y).all():
+            raise ValueError("surrogate targets must be finite")
+        self._center = Y.mean(axis=0)
+        self._scale = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
+        Z = (Y - self._center) / self._scale
+        rng = np.random.default_rng(self.seed)
+        self.models = []
+        for i in range(self.n_models):
+            rows = np.arange(len(features)) if i == 0 else rng.integers(0, len(features), len(features))
+            model = XGBRegressor(random_state=(self.seed * 7919 + i) % (2**31), **self.params)
+            model.fit(features[rows], Z[rows] if Z.shape[1] > 1 else Z[rows, 0])
+            self.models.append(model)
+        return self
+
+    def predict(self, X: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.models:
+            raise RuntimeError("fit the surrogate before predicting")
+        features = self.encoder.transform(X)
+        n_targets = len(self._center)
+        if not len(features):
+            empty = np.zeros((0,) if self._vector else (0, n_targets))
+            return empty, empty.copy()
+        preds = np.stack([np.asarray(m.predict(features), dtype=np.float64).reshape(len(features), n_targets)
+                          for m in self.models])
+        preds = preds * self._scale + self._center
+        mean, std = preds.mean(axis=0), preds.std(axis=0)
+        if self._vector:
+            return mean[:, 0], std[:, 0]
+        return mean, std
