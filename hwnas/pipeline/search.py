@@ -445,17 +445,29 @@ SURROGATE_KAPPA = 1.0
 SURROGATE_MODEL = {"n_models": 5, "n_estimators": 150, "max_depth": 4, "learning_rate": 0.1}
 
 
+def _quantiles(ranked: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each column of ``values`` as its mid-rank quantile in the same (sorted) column of ``ranked``."""
+    values = np.asarray(values, dtype=float).reshape(-1, ranked.shape[1])
+    out = np.empty_like(values)
+    for j in range(ranked.shape[1]):
+        lo = np.searchsorted(ranked[:, j], values[:, j], side="left")
+        hi = np.searchsorted(ranked[:, j], values[:, j], side="right")
+        out[:, j] = (lo + hi) / (2.0 * len(ranked))
+    return out
+
+
 def select_by_prediction(known: np.ndarray, predicted: np.ndarray, violation: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` most promising candidates, in the order chosen.
 
     ``known``: the objective vectors (minimised) of the feasible points evaluated so far;
-    ``predicted``: the candidates' predicted objective vectors; ``violation``: their
-    predicted constraint violation (<= 0: predicted feasible). Predicted-feasible candidates
-    come first, by non-dominated level among the known points and the candidates together
-    (a candidate on level 0 is predicted to extend the known front); within the level that
-    cannot be taken whole, greedily the candidate farthest (normalised objective space) from
-    the known points of its level and below and the candidates already chosen, so that
-    the choice spreads along the front and fills its gaps. Then the least violating others.
+    ``predicted``: the candidates' (optimistic) predicted objective vectors; ``violation``:
+    their predicted constraint violation (<= 0: predicted feasible). Predicted-feasible
+    candidates come first, by non-dominated level among the known points and the candidates
+    together (a candidate on level 0 is predicted to extend the known front); within the level
+    that cannot be taken whole, greedily the candidate farthest (objective space normalised by
+    the range of level 0) from the known points of its level and below and from the
+    candidates already chosen, so that the choice spreads along the front and fills its
+    gaps. Then the least violating others.
     """
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
@@ -743,10 +755,11 @@ class Search:
         random samples and the one-gene neighbours of the current front - drops those already
         evaluated or invalid, predicts every objective and constraint of the rest with a
         bootstrap XGBoost ensemble fitted on all the points evaluated so far (failed points
-        excluded; a second model predicts failure when some failed), and evaluates only the
-        ``pop_size`` most promising (:func:`select_by_prediction` on optimistic predictions
-        ``mean - SURROGATE_KAPPA * std``). Until ``2 * pop_size`` points are usable the choice
-        from the pool is uniform. Deterministic for ``config.seed``.
+        excluded; a second model predicts failure when some failed, and candidates predicted
+        to fail count as infeasible), and evaluates only the ``pop_size`` most promising
+        (:func:`select_by_prediction` on the optimistic predictions ``mean - SURROGATE_KAPPA *
+        std``, the objectives taken as quantiles among the evaluated points). Until
+        ``2 * pop_size`` points are usable the choice from the pool is uniform. Deterministic for ``config.seed``.
         """
         import time
 
@@ -766,7 +779,9 @@ class Search:
                 X = np.clip(np.rint(algorithm.ask().get("X")).astype(int), 0, cards - 1)
             else:
                 started = time.perf_counter()
-                X = self._screen(algorithm, problem, rng, min(cfg.pop_size, self.remaining))
+                # always a whole generation, cut by the budget in evaluate: a resumed run with a larger
+                # budget asks for the same points as the first run did, and finds them in the store
+                X = self._screen(algorithm, problem, rng, cfg.pop_size)
                 self.surrogate_seconds += time.perf_counter() - started
                 self.surrogate_generations += 1
             before = self.evaluated
@@ -821,19 +836,24 @@ class Search:
         if len(rows) < max(2 * self.config.pop_size, 4):
             return pool[np.sort(rng.choice(len(pool), n, replace=False))]
         seed = int(rng.integers(2**31))
-        model = SurrogateEnsemble(self.joint.cardinalities, seed=seed, **SURROGATE_MODEL)
-        model.fit([x for x, _ in rows], np.array([y for _, y in rows], dtype=float))
-        mean, std = model.predict(pool)
         n_obj = len(self.objectives)
+        Y = np.array([y for _, y in rows], dtype=float)
+        # objectives are modelled and compared as quantiles among the evaluated points: scale-free and
+        # robust to outliers (a collapsed network's accuracy, a huge latency); constraints stay in their units
+        ranked = np.sort(Y[:, :n_obj], axis=0)
+        Y[:, :n_obj] = _quantiles(ranked, Y[:, :n_obj])
+        model = SurrogateEnsemble(self.joint.cardinalities, seed=seed, **SURROGATE_MODEL)
+        model.fit([x for x, _ in rows], Y)
+        mean, std = model.predict(pool)
         optimistic = mean - SURROGATE_KAPPA * std
-        cv = np.maximum(optimistic[:, n_obj:], 0).sum(axis=1)
-        if any(p.status == "failed" for p in done):
+        violation = np.maximum(optimistic[:, n_obj:], 0).sum(axis=1)
+        if any(p.status == "failed" for p in done):  # a candidate predicted to fail counts as infeasible
             fails = SurrogateEnsemble(self.joint.cardinalities, seed=seed + 1, **{**SURROGATE_MODEL, "n_models": 1})
             fails.fit([p.x for p in done], [float(p.status == "failed") for p in done])
-            cv = cv + np.maximum(fails.predict(pool)[0] - 0.5, 0)
+            violation = violation + np.maximum(fails.predict(pool)[0] - 0.5, 0)
         known = np.array([self.F(p) for p in self.all_points() if is_feasible(p, self.checks)], dtype=float)
         known = known[(np.abs(known) < FAILED).all(axis=1)] if len(known) else known.reshape(0, n_obj)
-        return pool[select_by_prediction(known, optimistic[:, :n_obj], cv, n)]
+        return pool[select_by_prediction(_quantiles(ranked, known), optimistic[:, :n_obj], violation, n)]
 
     def _primary(self) -> Term:
         return next((t for t in self.objectives if t.metric == "accuracy"), self.objectives[0])

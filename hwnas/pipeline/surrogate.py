@@ -62,6 +62,9 @@ class SurrogateEnsemble:
     much), on the targets standardised per column; ``predict(X)`` returns the
     members' mean and standard deviation, in the targets' own units, each of
     shape ``(len(X), n_targets)`` (``(len(X),)`` when ``Y`` was one column).
+
+    The members' spread says where the model is unsure; it underestimates the
+    error where all members agree on what none can learn (measurement noise).
     """
 
     def __init__(self, cardinalities: Sequence[int], *, n_models: int = 5, n_estimators: int = 150,
