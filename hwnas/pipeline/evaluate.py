@@ -101,33 +101,9 @@ def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
     return mod
 
 
-def evaluate(
-    candidate: Candidate,
-    target: Target,
-    *,
-    cost: str | None = None,
-    workdir: str | Path | None = None,
-    cost_lock=None,
-) -> Evaluation:
-    """Lower ``candidate``, apply ``target``'s passes for its hardware config, build and cost it.
-
-    ``workdir`` keeps the exported ONNX file (a space candidate is exported to
-    ``workdir/model.onnx``); without it a temporary folder is used.
-    ``cost_lock`` (a lock shared by parallel workers) is held while costing, so
-    that measurements on one machine do not disturb each other.
-    """
-    timings: dict[str, float] = {}
-    hw = target.hardware_space.validate(candidate.hw)
-    method = target.cost_method(cost)
-    lock = cost_lock if cost_lock is not None else contextlib.nullcontext()
-    if not target.compiles:
-        t0 = time.perf_counter()
-        with lock:
-            values = target.cost_architecture(candidate.space, candidate.genome, hw, method=method)
-        timings["cost_s"] = time.perf_counter() - t0
-        return Evaluation(candidate=candidate, target=target, hw=hw, metrics=check_values(values), built=None,
-                          onnx_path=None, timings=timings)
-
+def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
+                      timings: dict[str, float]):
+    """Export (for a space candidate), import, apply the target's passes and build: (onnx model, built, path)."""
     t0 = time.perf_counter()
     if candidate.space is not None:
         folder = Path(workdir) if workdir is not None else lower.scratch_dir()
@@ -154,8 +130,45 @@ def evaluate(
     built = target.build(mod, hw)
     timings["compile_s"] = time.perf_counter() - t0
 
+    return model, built, onnx_path
+
+
+def evaluate(
+    candidate: Candidate,
+    target: Target,
+    *,
+    cost: str | None = None,
+    workdir: str | Path | None = None,
+    gate=None,
+) -> Evaluation:
+    """Lower ``candidate``, apply ``target``'s passes for its hardware config, build and cost it.
+
+    ``workdir`` keeps the exported ONNX file (a space candidate is exported to
+    ``workdir/model.onnx``); without it a temporary folder is used.
+    ``gate`` (see :class:`hwnas.pipeline.executor.MeasureGate`) keeps the cost
+    step apart from other workers' compiling, so that measurements on one
+    machine are not disturbed.
+    """
+    timings: dict[str, float] = {}
+    hw = target.hardware_space.validate(candidate.hw)
+    method = target.cost_method(cost)
+    if gate is None:
+        from hwnas.pipeline.executor import NullGate
+
+        gate = NullGate()
+    if not target.compiles:
+        t0 = time.perf_counter()
+        with gate.quiet() if target.needs_quiet(method) else contextlib.nullcontext():
+            values = target.cost_architecture(candidate.space, candidate.genome, hw, method=method)
+        timings["cost_s"] = time.perf_counter() - t0
+        return Evaluation(candidate=candidate, target=target, hw=hw, metrics=check_values(values), built=None,
+                          onnx_path=None, timings=timings)
+
+    with gate.busy():
+        model, built, onnx_path = compile_candidate(candidate, target, hw, workdir=workdir, timings=timings)
+
     t0 = time.perf_counter()
-    with lock:
+    with gate.quiet() if target.needs_quiet(method) else contextlib.nullcontext():
         values = dict(target.cost(built, method=method))
     values.setdefault("macs", graph.count_macs(model))
     metrics = check_values(values)

@@ -9,6 +9,7 @@ tasks go on. ``workers=0`` runs the tasks in this process (no timeout).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -27,6 +28,78 @@ log = logging.getLogger(__name__)
 
 #: seconds a worker may take to start (import TVM, build its context)
 START_TIMEOUT_S = 300.0
+
+
+class NullGate:
+    """The gate of a single worker or of in-process evaluation: nothing to wait for."""
+
+    def busy(self):
+        return contextlib.nullcontext()
+
+    def quiet(self):
+        return contextlib.nullcontext()
+
+
+class MeasureGate:
+    """Workers compile in parallel but measure alone, on an otherwise idle machine.
+
+    Each worker owns a slot. ``busy()`` marks its slot while it compiles or
+    trains; ``quiet()`` waits until no other slot is busy and keeps new busy
+    work from starting until the measurement ends (one measurement at a time).
+    The pool clears the slot of a worker it kills, so a killed worker never
+    blocks the others.
+    """
+
+    def __init__(self, mp_context, slots: int) -> None:
+        self._cond = mp_context.Condition(mp_context.Lock())
+        self._busy = mp_context.Array("i", slots, lock=False)
+        self._measuring = mp_context.Value("i", 0, lock=False)
+
+    def handle(self, slot: int) -> GateHandle:
+        return GateHandle(self, slot)
+
+    def clear(self, slot: int) -> None:
+        with self._cond:
+            self._busy[slot] = 0
+            if self._measuring.value == slot + 1:
+                self._measuring.value = 0
+            self._cond.notify_all()
+
+
+@dataclasses.dataclass
+class GateHandle:
+    gate: MeasureGate
+    slot: int
+
+    @contextlib.contextmanager
+    def busy(self):
+        g = self.gate
+        with g._cond:
+            while g._measuring.value:
+                g._cond.wait()
+            g._busy[self.slot] = 1
+        try:
+            yield
+        finally:
+            with g._cond:
+                g._busy[self.slot] = 0
+                g._cond.notify_all()
+
+    @contextlib.contextmanager
+    def quiet(self):
+        g = self.gate
+        with g._cond:
+            while g._measuring.value:
+                g._cond.wait()
+            g._measuring.value = self.slot + 1
+            while any(b for i, b in enumerate(g._busy) if i != self.slot):
+                g._cond.wait()
+        try:
+            yield
+        finally:
+            with g._cond:
+                g._measuring.value = 0
+                g._cond.notify_all()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +127,9 @@ def _run_task(work: Callable, ctx: Any, task: Any) -> Outcome:
     return Outcome(True, value, None, time.perf_counter() - t0)
 
 
-def _worker_main(conn, init: Callable, init_arg: Any, work: Callable, parent_pid: int) -> None:
+def _worker_main(conn, init: Callable, init_arg: Any, work: Callable, parent_pid: int, gate) -> None:
     try:
-        ctx = init(init_arg)
+        ctx = init(init_arg, gate)
     except Exception as exc:
         conn.send(("init-failed", describe(exc)))
         return
@@ -87,7 +160,12 @@ class _Worker:
 
 
 class WorkerPool:
-    """``workers`` processes running ``work(init(init_arg), task)``."""
+    """``workers`` processes running ``work(init(init_arg, gate), task)``.
+
+    ``gate`` (a :class:`GateHandle`, or :class:`NullGate` for one worker or
+    in-process work) lets each worker keep its measurements apart from the
+    other workers' compiling.
+    """
 
     def __init__(
         self,
@@ -106,19 +184,21 @@ class WorkerPool:
         self._ctx = None
         self._pool: list[_Worker] = []
         self._mp = multiprocessing.get_context("spawn")
+        self._gate = MeasureGate(self._mp, workers) if workers > 1 else None
 
     # -- in-process --------------------------------------------------------------------------
     def _local(self, tasks: Sequence[Any], on_done: Callable[[int, Outcome], None]) -> None:
         if self._ctx is None:
-            self._ctx = self.init(self.init_arg)
+            self._ctx = self.init(self.init_arg, NullGate())
         for i, task in enumerate(tasks):
             on_done(i, _run_task(self.work, self._ctx, task))
 
     # -- processes ---------------------------------------------------------------------------
-    def _spawn(self) -> _Worker:
+    def _spawn(self, slot: int) -> _Worker:
         parent, child = self._mp.Pipe()
+        gate = self._gate.handle(slot) if self._gate is not None else NullGate()
         proc = self._mp.Process(
-            target=_worker_main, args=(child, self.init, self.init_arg, self.work, os.getpid()), daemon=True
+            target=_worker_main, args=(child, self.init, self.init_arg, self.work, os.getpid(), gate), daemon=True
         )
         proc.start()
         child.close()
@@ -138,7 +218,7 @@ class WorkerPool:
         pending = deque(range(len(tasks)))
         remaining = len(tasks)
         while len(self._pool) < min(self.workers, max(1, len(tasks))):
-            self._pool.append(self._spawn())
+            self._pool.append(self._spawn(len(self._pool)))
         while remaining:
             for w in self._pool:
                 if w.ready and w.task is None and pending:
@@ -180,7 +260,10 @@ class WorkerPool:
         """End ``w`` (its task fails with ``reason``), start a fresh worker; return tasks ended (0 or 1)."""
         index, started = w.task, w.started
         self._kill(w)
-        self._pool[self._pool.index(w)] = self._spawn()
+        slot = self._pool.index(w)
+        if self._gate is not None:
+            self._gate.clear(slot)
+        self._pool[slot] = self._spawn(slot)
         if index is None:
             return 0
         on_done(index, Outcome(False, None, reason, time.monotonic() - started))

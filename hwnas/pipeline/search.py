@@ -218,14 +218,14 @@ class WorkerSetup:
     config: SearchConfig
     store_path: str
     run_id: str
-    cost_lock: Any = None
 
 
 class PointEvaluator:
     """Builds the space, targets and accuracy evaluator once; evaluates points; records each in the store."""
 
-    def __init__(self, setup: WorkerSetup) -> None:
+    def __init__(self, setup: WorkerSetup, gate=None) -> None:
         from hwnas.arch import get_space
+        from hwnas.pipeline.executor import NullGate
         from hwnas.pipeline.accuracy import get_accuracy
         from hwnas.pipeline.store import ResultStore
         from hwnas.targets import get_target
@@ -234,7 +234,8 @@ class PointEvaluator:
         load_plugins(cfg.plugins)
         self.config = cfg
         self.run_id = setup.run_id
-        self.cost_lock = setup.cost_lock
+        #: keeps this worker's measurements apart from the other workers' work
+        self.gate = gate if gate is not None else NullGate()
         self.space = get_space(cfg.space, **cfg.space_options) if cfg.space else None
         self.targets = [get_target(t) for t in cfg.targets]
         for t in self.targets:
@@ -267,7 +268,8 @@ class PointEvaluator:
         cached = self.store.get(self.accuracy_namespace, key)
         if cached is not None:
             return float(cached)
-        value = float(self.accuracy.evaluate(self.space, genome))
+        with self.gate.busy():
+            value = float(self.accuracy.evaluate(self.space, genome))
         self.store.put(self.accuracy_namespace, key, value)
         return value
 
@@ -298,7 +300,7 @@ class PointEvaluator:
                 continue
             try:
                 with tempfile.TemporaryDirectory(prefix="hwnas-eval-") as tmp:
-                    ev = evaluate(cand, target, cost=self.config.cost, workdir=tmp, cost_lock=self.cost_lock)
+                    ev = evaluate(cand, target, cost=self.config.cost, workdir=tmp, gate=self.gate)
                 metrics = dict(ev.metrics)
                 if acc is not None:
                     metrics["accuracy"] = acc
@@ -320,8 +322,8 @@ class PointEvaluator:
         )
 
 
-def _worker_init(setup: WorkerSetup) -> PointEvaluator:
-    return PointEvaluator(setup)
+def _worker_init(setup: WorkerSetup, gate) -> PointEvaluator:
+    return PointEvaluator(setup, gate)
 
 
 def _worker_work(evaluator: PointEvaluator, task) -> dict[str, Any]:
@@ -681,14 +683,9 @@ class Search:
         from hwnas.pipeline.executor import WorkerPool
 
         if self._pool is None:
-            lock = None
-            if self.config.workers > 1:
-                import multiprocessing
-
-                lock = multiprocessing.get_context("spawn").Lock()
-            setup = WorkerSetup(self.config, str(self.store_path), self.RUN_ID, lock)
+            setup = WorkerSetup(self.config, str(self.store_path), self.RUN_ID)
             if self.config.workers == 0:
-                self._pool = WorkerPool(workers=0, init=lambda _: self.evaluator, init_arg=None,
+                self._pool = WorkerPool(workers=0, init=lambda _arg, _gate: self.evaluator, init_arg=None,
                                         work=_worker_work, timeout_s=None)
             else:
                 self._pool = WorkerPool(workers=self.config.workers, init=_worker_init, init_arg=setup,

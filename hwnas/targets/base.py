@@ -57,6 +57,10 @@ class Target(abc.ABC):
         """The name a user types for this target instance."""
         return self.name if self.variant is None else f"{self.name}:{self.variant}"
 
+    def needs_quiet(self, method: str) -> bool:
+        """True when ``method`` measures on this machine, so other work must pause meanwhile."""
+        return False
+
     def cost_method(self, method: str | None) -> str:
         """``method``, or the default one when None; a clear error if the target lacks it."""
         if method is None:

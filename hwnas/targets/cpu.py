@@ -99,6 +99,9 @@ class CpuTarget(Target):
             ),
         )
 
+    def needs_quiet(self, method: str) -> bool:
+        return method == "measure"
+
     def tvm_target(self, hw: dict[str, Any]):
         import tvm
 
