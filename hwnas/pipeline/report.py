@@ -60,7 +60,9 @@ def _fmt(v) -> str:
 
 
 def write_csv(path: Path, front: list[Point], objectives: list[Term], space=None) -> None:
-    labels = sorted({f"{m}@{t}" for p in front for t, ms in p.metrics.items() for m in ms})
+    shown = {t.label for t in objectives}
+    labels = sorted({f"{m}@{t}" for p in front for t, ms in p.metrics.items() for m in ms if m != "accuracy"}
+                    - shown)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rank", "key", "genome", "description", "hw"] + [t.label for t in objectives] + labels)
