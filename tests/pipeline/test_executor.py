@@ -21,11 +21,12 @@ def test_a_measurement_waits_for_other_workers_to_finish_their_work():
     gate = _gate()
     a, b = gate.handle(0), gate.handle(1)
     log = []
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
 
     def compiling():
         with a.busy():
             log.append("compile start")
+            started.set()
             release.wait(5)
             log.append("compile end")
 
@@ -34,7 +35,7 @@ def test_a_measurement_waits_for_other_workers_to_finish_their_work():
             log.append("measure")
 
     t1 = _start(compiling)
-    time.sleep(0.1)
+    assert started.wait(5)
     t2 = _start(measuring)
     time.sleep(0.3)
     assert log == ["compile start"]  # the measurement is waiting
@@ -47,16 +48,17 @@ def test_new_work_waits_while_a_measurement_runs():
     gate = _gate()
     a, b = gate.handle(0), gate.handle(1)
     log = []
-    done = threading.Event()
+    done, started = threading.Event(), threading.Event()
 
     def measuring():
         with b.quiet():
             log.append("measure start")
+            started.set()
             done.wait(5)
             log.append("measure end")
 
     t1 = _start(measuring)
-    time.sleep(0.1)
+    assert started.wait(5)
     t2 = _start(lambda: (a.busy().__enter__(), log.append("work")))
     time.sleep(0.3)
     assert log == ["measure start"]
