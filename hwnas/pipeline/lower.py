@@ -146,13 +146,11 @@ def lowering_pipeline():
     import tvm
     from tvm import relax
 
+    from hwnas.targets.analysis import memory_planning_passes
+
     return tvm.transform.Sequential(
-        [
-            relax.transform.RewriteDataflowReshape(),
-            relax.transform.ToNonDataflow(),
-            relax.transform.RemovePurityChecking(),
-            relax.transform.CallTIRRewrite(),
-            relax.transform.StaticPlanBlockMemory(),
+        memory_planning_passes()
+        + [
             relax.transform.LowerAllocTensor(),
             relax.transform.KillAfterLastUse(),
             relax.transform.LowerRuntimeBuiltin(),

@@ -296,7 +296,7 @@ class PointEvaluator:
             cand = self.candidate(genome, hw)
             key = cand.key(hw)
             if result["error"] is not None:
-                self._record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
+                self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
                 continue
             try:
                 with tempfile.TemporaryDirectory(prefix="hwnas-eval-") as tmp:
@@ -305,15 +305,15 @@ class PointEvaluator:
                 if acc is not None:
                     metrics["accuracy"] = acc
                 result["metrics"][target.spec] = metrics
-                self._record(key, genome, hw, target, metrics, "ok", None, ev.timings, started)
+                self.record(key, genome, hw, target, metrics, "ok", None, ev.timings, started)
             except Exception as exc:  # one candidate's failure is recorded, never fatal
                 from hwnas.pipeline.executor import describe
 
                 result["error"] = f"{target.spec}: {describe(exc)}"
-                self._record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
+                self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
         return result
 
-    def _record(self, key, genome, hw, target, metrics, status, error, timings, started) -> None:
+    def record(self, key, genome, hw, target, metrics, status, error, timings, started) -> None:
         import time
 
         self.store.record(
@@ -650,7 +650,7 @@ class Search:
                 else:
                     p.status, p.error = "failed", outcome.error
                     for target, hw in zip(self.evaluator.targets, p.hws):
-                        self.evaluator._record(self.evaluator.candidate(p.genome, hw).key(hw), p.genome, hw, target,
+                        self.evaluator.record(self.evaluator.candidate(p.genome, hw).key(hw), p.genome, hw, target,
                                                {}, "failed", outcome.error, {}, None)
                 self.store.put(self.namespace, key, p.as_dict())
                 self.points[key] = p
@@ -710,29 +710,30 @@ class Search:
         return g + [0.0]
 
     # -- formulations --------------------------------------------------------------------------
-    def _ga(self, algorithm, fitness: Callable[[Point | None], list[float]], n_obj: int, limit: int,
-            n_var: int | None = None, expand: Callable[[Sequence[int]], Sequence[int]] | None = None,
-            seed: int | None = None) -> None:
+    def _problem(self, cards: np.ndarray, n_obj: int, *, constrained: bool = True):
+        """The pymoo problem over integer genes ``0..cards-1`` (constraints: ours plus 'evaluated')."""
         from pymoo.core.problem import Problem
+
+        return Problem(n_var=len(cards), n_obj=n_obj, n_ieq_constr=len(self.checks) + 1 if constrained else 0,
+                       xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+
+    def _ga(self, algorithm, fitness: Callable[[Point | None], list[float]], n_obj: int, limit: int,
+            seed: int | None = None) -> None:
         from pymoo.core.termination import NoTermination
 
-        cards = np.array(self.joint.cardinalities if n_var is None else self._arch_cards())
-        problem = Problem(n_var=len(cards), n_obj=n_obj, n_ieq_constr=len(self.checks) + 1,
-                          xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        cards = np.array(self.joint.cardinalities)
+        problem = self._problem(cards, n_obj)
         algorithm.setup(problem, termination=NoTermination(), seed=self.config.seed if seed is None else seed)
         stale = 0
         while self.evaluated < limit and stale < MAX_STALE_GENERATIONS:
             pop = algorithm.ask()
             X = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
             before = self.evaluated
-            pts = self.evaluate([expand(x) if expand else x for x in X], limit=limit)
+            pts = self.evaluate(X, limit=limit)
             pop.set("F", np.array([fitness(p) for p in pts], dtype=float))
             pop.set("G", np.array([self.G(p) for p in pts], dtype=float))
             algorithm.tell(infills=pop)
             stale = stale + 1 if self.evaluated == before else 0
-
-    def _arch_cards(self):
-        return self.joint.cardinalities[: self.joint.arch_size]
 
     def _nsga2(self) -> None:
         from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -761,13 +762,11 @@ class Search:
         import time
 
         from pymoo.core.population import Population
-        from pymoo.core.problem import Problem
         from pymoo.core.termination import NoTermination
 
         cfg = self.config
         cards = np.array(self.joint.cardinalities)
-        problem = Problem(n_var=len(cards), n_obj=len(self.objectives), n_ieq_constr=len(self.checks) + 1,
-                          xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        problem = self._problem(cards, len(self.objectives))
         algorithm.setup(problem, termination=NoTermination(), seed=cfg.seed)
         rng = np.random.default_rng([cfg.seed, 0x5EED])  # a stream apart from pymoo's
         stale = 0
@@ -895,13 +894,12 @@ class Search:
 
     def _two_stage(self) -> None:
         from pymoo.algorithms.soo.nonconvex.ga import GA
-        from pymoo.core.problem import Problem
         from pymoo.core.termination import NoTermination
 
         cfg = self.config
         # stage 1: architectures by accuracy alone (no compile), as many as the budget
-        cards = np.array(self._arch_cards())
-        problem = Problem(n_var=len(cards), n_obj=1, xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
+        cards = np.array(self.joint.cardinalities[: self.joint.arch_size])
+        problem = self._problem(cards, 1, constrained=False)
         algorithm = GA(pop_size=cfg.pop_size, **_operators())
         algorithm.setup(problem, termination=NoTermination(), seed=cfg.seed)
         scores: dict[tuple[int, ...], float] = {}

@@ -52,6 +52,23 @@ def _workspace_bytes(func) -> int:
     return total
 
 
+def memory_planning_passes() -> list:
+    """The first passes of the build: out of dataflow, explicit outputs, static memory plan.
+
+    The build (:func:`hwnas.pipeline.lower.lowering_pipeline`) starts with
+    these, so :func:`planned_memory` reads the plan the compiled module uses.
+    """
+    from tvm import relax
+
+    return [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+    ]
+
+
 def planned_memory(mod) -> dict[str, int]:
     """Activation memory of the fused module after TVM's static memory planning.
 
@@ -64,15 +81,7 @@ def planned_memory(mod) -> dict[str, int]:
     import tvm
     from tvm import relax
 
-    planned = tvm.transform.Sequential(
-        [
-            relax.transform.RewriteDataflowReshape(),
-            relax.transform.ToNonDataflow(),
-            relax.transform.RemovePurityChecking(),
-            relax.transform.CallTIRRewrite(),
-            relax.transform.StaticPlanBlockMemory(),
-        ]
-    )(mod)
+    planned = tvm.transform.Sequential(memory_planning_passes())(mod)
     main = planned["main"]
     arena = 0
     io = 0
