@@ -36,20 +36,12 @@ def param_bytes(mod) -> int:
     return total
 
 
-def _workspace_bytes(func) -> int:
+def workspace_bytes(func) -> int:
     """Bytes of the buffers a PrimFunc allocates for itself (padding, caches)."""
-    total = 0
-    stack = [func.body]
-    while stack:  # TVM 0.27 exposes no TIR visitor to Python: walk the statement fields
-        node = stack.pop()
-        for buf in getattr(node, "alloc_buffers", None) or ():
-            total += _nbytes(buf.shape, buf.dtype)
-        for field in ("body", "block", "then_case", "else_case", "init"):
-            child = getattr(node, field, None)
-            if child is not None and not isinstance(child, (int, float, str)):
-                stack.append(child)
-        stack.extend(getattr(node, "seq", None) or ())
-    return total
+    from hwnas.targets.workloads import walk
+
+    return sum(_nbytes(buf.shape, buf.dtype) for node in walk(func.body)
+               for buf in (getattr(node, "alloc_buffers", None) or ()))
 
 
 def memory_planning_passes() -> list:
@@ -102,7 +94,7 @@ def planned_memory(mod) -> dict[str, int]:
     workspace = 0
     for gv, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc):
-            workspace = max(workspace, _workspace_bytes(func))
+            workspace = max(workspace, workspace_bytes(func))
     return {"arena": arena, "io": io, "workspace": workspace, "peak": arena + io + workspace}
 
 
