@@ -23,7 +23,7 @@ METRICS: dict[str, MetricInfo] = {
     for m in (
         MetricInfo("accuracy", "%", "top-1 from the chosen accuracy evaluator", maximize=True),
         MetricInfo("latency_ms", "ms", "one inference, batch 1 (median of repeats when measured)"),
-        MetricInfo("latency_std_ms", "ms", "spread (standard deviation) of the measured repeats"),
+        MetricInfo("latency_std_ms", "ms", "spread: standard deviation of the measured repeats, or of a predictor ensemble"),
         MetricInfo("energy_mj", "mJ", "one inference"),
         MetricInfo("peak_memory_kb", "KiB", "peak activation + workspace memory"),
         MetricInfo("flash_kb", "KiB", "weights + code stored on the device"),

@@ -186,6 +186,38 @@ class Progress:
             self.stream.write("\n")
 
 
+class Counter:
+    """``label  [####    ] done/total  ETA``: redrawn on a terminal, a line every 30 s otherwise."""
+
+    def __init__(self, label: str, stream=None) -> None:
+        import time
+
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        rate = (now - self.t0) / max(done, 1)
+        left = rate * (total - done)
+        bar = "#" * int(24 * done / max(total, 1))
+        line = f"{self.label}  [{bar:<24}] {done}/{total}  ETA {int(left // 60)}m{int(left % 60):02d}s"
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(80))
+            self.stream.flush()
+        elif now - self.last > 30 or done == total or done == 1:
+            self.stream.write(line + "\n")
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
 def cmd_search(args) -> int:
     from hwnas.pipeline.report import write_report
     from hwnas.pipeline.search import Search, SearchConfig
@@ -212,6 +244,7 @@ def cmd_search(args) -> int:
         repeats=args.repeats,
         weights=args.weights,
         top_k=args.top_k,
+        ladder=args.ladder,
         plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugin or ()),
     )
     if args.onnx:
@@ -239,7 +272,66 @@ def cmd_search(args) -> int:
         rows.append([f"{p.value(t):.4g}" for t in search.objectives] + [arch[:60]])
     if rows:
         print(_table(rows, [t.label for t in search.objectives] + ["architecture"]))
+    if config.ladder is not None:
+        from hwnas.pipeline.report import ladder_rows
+
+        lrows = ladder_rows(search.all_points(), search.repriced(), search.objectives, config.ladder,
+                            config.cost or "default")
+        errs = sorted(abs(r["rel_err"]) for r in lrows if r["rel_err"] is not None)
+        bad = [r for r in lrows if r["disagree"]]
+        median = f"{100 * errs[len(errs) // 2]:.1f} %" if errs else "-"
+        print(f"cost ladder: {len({r['key'] for r in lrows})} front points re-priced with {config.ladder}; median "
+              f"|{config.cost or 'default'} - {config.ladder}| {median}; {len(bad)} value(s) differ by more than "
+              f"10 % (listed in the report)")
     print(f"report: {files['html']}")
+    return 0
+
+
+def cmd_predictor_train(args) -> int:
+    from hwnas.arch import get_space
+    from hwnas.pipeline import predictor
+    from hwnas.targets import get_target
+    from hwnas.targets.costmodels import LatencyPredictor
+
+    target = get_target(args.target)
+    space = get_space(args.space)
+    if args.samples < 5:
+        raise InvalidConfigError(f"--samples must be >= 5, got {args.samples}")
+    if args.kind not in LatencyPredictor.KINDS:
+        raise InvalidConfigError(f"unknown --kind {args.kind!r}; known: {', '.join(LatencyPredictor.KINDS)}")
+    target.cost_method("measure")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    candidates = predictor.sample_candidates(space, target, args.samples, args.seed)
+    progress = Counter(f"measuring on {target.spec}")
+    samples = predictor.collect(space, target, candidates, progress=progress)
+    progress.close()
+    model = predictor.train(samples, kind=args.kind, seed=args.seed, target=target, space_name=space.name)
+    model.save(out)
+    h = model.metadata["holdout"]
+    print(f"{len(samples)} of {len(candidates)} candidates measured on {target.spec}; {args.kind} predictor "
+          f"saved to {out}")
+    print(f"held-out error ({h['n']} networks): MAPE {h['mape_pct']:.1f} %, within +-10 % "
+          f"{100 * h['within_10pct']:.0f} %, Kendall tau {h['kendall_tau']:.3f}, Spearman rho "
+          f"{h['spearman_rho']:.3f}")
+    print(f"use it with: hwnas search --target {target.spec} --cost predictor:{out} ...")
+    return 0
+
+
+def cmd_bench_cost_models(args) -> int:
+    from hwnas.pipeline import bench
+
+    out = Path(args.out or f"runs/bench-cost-models-{args.space}")
+    progress = Counter("pricing candidates")
+    result = bench.cost_models(space_name=args.space, target_spec=args.target, n=args.n, seed=args.seed, out=out,
+                               search_budget=args.search_budget, progress=progress)
+    progress.close()
+    print(bench.format_table(result))
+    print(f"wrote {out / 'cost_models.csv'}, {out / 'cost_models.json'}, {out / 'cost_models.png'} "
+          f"({result['wall_s'] / 60:.1f} min)")
     return 0
 
 
@@ -293,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table[:dataset], train[:data.npz] or proxy[:synflow|naswot] (default proxy)")
     p.add_argument("--accuracy-option", action="append", metavar="KEY=VALUE", help="e.g. max_steps=50")
     p.add_argument("--cost", help="cost method (default: each target's first)")
+    p.add_argument("--ladder", metavar="METHOD",
+                   help="cost ladder: price every candidate with --cost (e.g. lut, analytical, predictor:M.json) and "
+                        "re-price each generation's front with METHOD (e.g. measure); the report shows where they "
+                        "disagree")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="evaluation processes (default: cores; 0 = in this process)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per candidate (default 600)")
@@ -304,6 +400,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder (results.db, pareto.csv/png, report.html, artifacts/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("predictor", help="learned latency predictors")
+    psub = p.add_subparsers(dest="predictor_command", required=True, parser_class=_Parser)
+    p = psub.add_parser("train", help="measure sampled candidates, train a predictor, save it with its metadata")
+    p.add_argument("--target", default="cpu", help="target to measure on (default cpu)")
+    p.add_argument("--space", default="mbv2", help="architecture space to sample (default mbv2)")
+    p.add_argument("--samples", type=int, default=100, help="candidates to measure (default 100)")
+    p.add_argument("--kind", default="xgb", help="xgb (bootstrap XGBoost ensemble, default) or mlp (torch MLPs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_predictor_train)
+
+    p = sub.add_parser("bench", help="benchmarks run through hwnas itself")
+    bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    p = bsub.add_parser("cost-models", help="measure, lookup table, analytical and predictors on the same networks")
+    p.add_argument("--space", default="nb201", help="architecture space (default nb201)")
+    p.add_argument("--target", default="cpu", help="target (default cpu)")
+    p.add_argument("--n", type=int, default=300, help="candidates to compile and price (default 300)")
+    p.add_argument("--search-budget", type=int, default=24, help="points of the search run with each method")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for cost_models.csv/json/png (default runs/bench-cost-models-SPACE)")
+    p.set_defaults(func=cmd_bench_cost_models)
 
     p = sub.add_parser("report", help="rebuild a search's report from its store")
     p.add_argument("run", help="the search's --out folder")

@@ -10,6 +10,7 @@ import html
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from hwnas.errors import HwnasError, InvalidConfigError
 from hwnas.pipeline.search import (
@@ -49,6 +50,40 @@ def load_run(out_dir: str | Path):
     checks = resolve_bounds([Bound.parse(c) for c in config.constraints], targets, has_accuracy=has_acc)
     points = [Point.from_dict(v) for v in store.values(f"points/{Search.RUN_ID}")]
     return config, points, objectives, checks
+
+
+def ladder_rows(points: list[Point], repriced: dict[str, dict], objectives: list[Term], method: str,
+                cheap: str) -> list[dict[str, Any]]:
+    """The cost ladder's comparison: one row per re-priced point, target and cost objective.
+
+    ``rel_err``: (cheap - re-priced) / re-priced; ``disagree``: beyond
+    :data:`~hwnas.pipeline.search.LADDER_TOLERANCE`, or the re-pricing failed.
+    """
+    from hwnas.pipeline.search import LADDER_TOLERANCE
+
+    rows = []
+    by_key = {p.key: p for p in points}
+    for key, per_target in repriced.items():
+        p = by_key.get(key)
+        if p is None:
+            continue
+        if "error" in per_target:
+            rows.append({"key": key, "genome": list(p.genome), "target": "", "metric": "", cheap: None,
+                         method: None, "rel_err": None, "disagree": True, "error": per_target["error"]})
+            continue
+        for t in objectives:
+            if t.metric == "accuracy":
+                continue
+            for spec, metrics in per_target.items():
+                if t.target not in (None, spec) or t.metric not in metrics:
+                    continue
+                a = p.metrics.get(spec, {}).get(t.metric)
+                b = metrics[t.metric]
+                rel = (a - b) / b if a is not None and b else None
+                rows.append({"key": key, "genome": list(p.genome), "target": spec, "metric": t.metric, cheap: a,
+                             method: b, "rel_err": rel,
+                             "disagree": rel is None or abs(rel) > LADDER_TOLERANCE, "error": None})
+    return rows
 
 
 def _fmt(v) -> str:
@@ -105,8 +140,23 @@ def write_plot(path: Path, points: list[Point], front: list[Point], objectives: 
 
 
 def write_html(path: Path, config: SearchConfig, points: list[Point], front: list[Point], objectives: list[Term],
-               artifacts: dict[str, list[str]], space=None) -> None:
+               artifacts: dict[str, list[str]], space=None, ladder: list[dict[str, Any]] | None = None) -> None:
     e = html.escape
+    ladder_html = ""
+    if config.ladder is not None:
+        cheap = config.cost or "default"
+        lrows = []
+        for r in ladder or []:
+            style = ' style="background:#fde2e2"' if r["disagree"] else ""
+            diff = "" if r["rel_err"] is None else f"{100 * r['rel_err']:+.1f} %"
+            lrows.append(f"<tr{style}><td><code>{e(json.dumps(r['genome']))}</code></td><td>{e(r['target'])}</td>"
+                         f"<td>{e(r['metric'])}</td><td>{_fmt(r[cheap])}</td><td>{_fmt(r[config.ladder])}</td>"
+                         f"<td>{diff}</td><td>{e(r['error'] or '')}</td></tr>")
+        lrows = "".join(lrows)
+        ladder_html = (f"<h2>Cost ladder: {e(cheap)} against {e(config.ladder)}</h2><p>Every front point of every "
+                       f"generation was re-priced with {e(config.ladder)}; rows beyond +-10 % are highlighted.</p>"
+                       f"<table><tr><th>architecture</th><th>target</th><th>metric</th><th>{e(cheap)}</th>"
+                       f"<th>{e(config.ladder)}</th><th>difference</th><th>error</th></tr>{lrows}</table>")
     n_ok = sum(p.status == "ok" for p in points)
     n_failed = sum(p.status == "failed" for p in points)
     rows = []
@@ -134,6 +184,7 @@ Data: <a href="results.db">results.db</a>, <a href="pareto.csv">pareto.csv</a>.<
 <h2>Pareto front</h2>
 <table><tr><th>#</th><th>architecture</th><th>hardware</th>{head}<th>artifacts</th></tr>
 {''.join(rows)}</table>
+{ladder_html}
 <h2>Settings</h2><table>{settings}</table>
 <h2>Failures{' (first 20)' if n_failed > 20 else ''}</h2><ul>{fail_rows or '<li>none</li>'}</ul>
 </body></html>
@@ -195,5 +246,13 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0) -> dict[str, Path]:
     write_csv(files["csv"], front, objectives, space)
     if points:
         write_plot(files["plot"], points, front, objectives, checks)
-    write_html(files["html"], config, points, front, objectives, made, space)
+    ladder = None
+    if config.ladder is not None:
+        from hwnas.pipeline.store import ResultStore
+
+        store = ResultStore(out_dir / "results.db")
+        repriced = {k: v for k, v in ((p.key, store.get(f"ladder/{Search.RUN_ID}", p.key)) for p in points)
+                    if v is not None}
+        ladder = ladder_rows(points, repriced, objectives, config.ladder, config.cost or "default")
+    write_html(files["html"], config, points, front, objectives, made, space, ladder)
     return files

@@ -42,7 +42,9 @@ FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "random")
 #: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("xgb", "none")
 #: settings a resumed run may change
-RESUMABLE = ("budget", "workers", "timeout_s")
+RESUMABLE = ("budget", "workers", "timeout_s", "ladder")
+#: the cost ladder flags a front point whose cheap and re-priced values differ by more than this share
+LADDER_TOLERANCE = 0.10
 #: objective value given to points that failed (they are also infeasible)
 FAILED = 1e12
 #: generations in a row without a new point before a search stops early
@@ -100,6 +102,8 @@ class SearchConfig:
     weights: int = 5
     top_k: int = 4
     plugins: tuple[str, ...] = ()
+    #: cost ladder: re-price each generation's front with this (exact, slower) method, e.g. "measure"
+    ladder: str | None = None
 
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
@@ -240,6 +244,8 @@ class PointEvaluator:
         self.targets = [get_target(t) for t in cfg.targets]
         for t in self.targets:
             t.cost_method(cfg.cost)
+            if cfg.ladder is not None:
+                t.cost_method(cfg.ladder)
             if cfg.repeats is not None and hasattr(t, "repeats"):
                 t.repeats = cfg.repeats
         self.joint = JointSpace(self.space, self.targets)
@@ -250,6 +256,8 @@ class PointEvaluator:
             get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
         )
         self.store = ResultStore(setup.store_path)
+        for t in self.targets:  # per-kernel times, machine peaks: measured once, kept with the run
+            t.use_cache(self.store)
         acc_settings = self.accuracy.settings() if self.accuracy else {}
         digest = hashlib.sha256(json.dumps(acc_settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.accuracy_namespace = f"accuracy/{self.space.name if self.space else 'onnx'}/{digest}"
@@ -312,6 +320,19 @@ class PointEvaluator:
                 result["error"] = f"{target.spec}: {describe(exc)}"
                 self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
         return result
+
+    def reprice(self, genome, hws, method: str) -> dict[str, dict[str, float]]:
+        """Every target's metrics of one point by another cost method (the cost ladder), in this process."""
+        import tempfile
+
+        from hwnas.pipeline.evaluate import evaluate
+
+        out = {}
+        for target, hw in zip(self.targets, hws):
+            with tempfile.TemporaryDirectory(prefix="hwnas-ladder-") as tmp:
+                out[target.spec] = dict(evaluate(self.candidate(genome, hw), target, cost=method, workdir=tmp,
+                                                 gate=self.gate).metrics)
+        return out
 
     def record(self, key, genome, hw, target, metrics, status, error, timings, started) -> None:
         import time
@@ -555,6 +576,7 @@ class Search:
         self.config = config
         self.out_dir = Path(out_dir)
         load_plugins(config.plugins)
+        self._precheck(config)  # bad input fails before anything is written
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store_path = self.out_dir / "results.db"
         self.store = ResultStore(self.store_path)
@@ -578,10 +600,27 @@ class Search:
         self.from_store = 0
         self.progress = progress
         self.namespace = f"points/{self.RUN_ID}"
+        self.ladder_namespace = f"ladder/{self.RUN_ID}"
         self._pool = None
         #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
         self.surrogate_seconds = 0.0
         self.surrogate_generations = 0
+
+    @staticmethod
+    def _precheck(config: SearchConfig) -> None:
+        """Targets, cost methods, objectives and constraints: checked without touching the disk."""
+        from hwnas.arch import get_space
+        from hwnas.targets import get_target
+
+        if config.space:
+            get_space(config.space, **config.space_options)
+        targets = [get_target(t) for t in config.targets]
+        for t in targets:
+            t.cost_method(config.cost)
+            if config.ladder is not None:
+                t.cost_method(config.ladder)
+        resolve_terms(config.objectives, targets, has_accuracy=config.space is not None)
+        resolve_bounds([Bound.parse(c) for c in config.constraints], targets, has_accuracy=config.space is not None)
 
     # -- evaluation ----------------------------------------------------------------------------
     @property
@@ -661,7 +700,31 @@ class Search:
 
             self._workers().run([(p.genome, p.hws) for _, p in tasks], done)
             self.order += [key for key, _ in tasks if key in self.points]  # task order, whatever finished first
+        if self.config.ladder is not None:
+            self.reprice_front()
         return out
+
+    # -- cost ladder ---------------------------------------------------------------------------
+    def repriced(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Point key -> target -> metrics by the ladder's method, for the points re-priced so far."""
+        return {k: v for k, v in ((k, self.store.get(self.ladder_namespace, k)) for k in self.points)
+                if v is not None}
+
+    def reprice_front(self) -> int:
+        """Re-price the points of the current front not yet re-priced (the workers are idle meanwhile)."""
+        n = 0
+        for p in self.front():
+            if self.store.get(self.ladder_namespace, p.key) is not None:
+                continue
+            try:
+                metrics = self.evaluator.reprice(p.genome, p.hws, self.config.ladder)
+            except Exception as exc:  # a failed re-pricing is reported, the search goes on
+                from hwnas.pipeline.executor import describe
+
+                metrics = {"error": describe(exc)}
+            self.store.put(self.ladder_namespace, p.key, metrics)
+            n += 1
+        return n
 
     def accuracies(self, genomes: Sequence[Sequence[int]]) -> list[float | None]:
         """Accuracy only (no compile), in the workers; cached in the store."""

@@ -34,6 +34,14 @@ class Built:
     #: input name -> (shape, dtype); output (shape, dtype) list
     inputs: dict[str, tuple[tuple[int, ...], str]]
     outputs: list[tuple[tuple[int, ...], str]]
+    #: static figures computed once per built module (memory plan, workloads), by name
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def fact(self, name: str, compute):
+        """``facts[name]``, computed by ``compute(self)`` the first time it is asked for."""
+        if name not in self.facts:
+            self.facts[name] = compute(self)
+        return self.facts[name]
 
 
 class Target(abc.ABC):
@@ -52,6 +60,23 @@ class Target(abc.ABC):
     def __init__(self, variant: str | None = None) -> None:
         self.variant = variant
 
+    #: where cost methods keep what they measured once (per-kernel times, machine peaks): anything
+    #: with ``get(namespace, key, default)`` and ``put(namespace, key, value)``; a search sets its
+    #: results store here (:meth:`use_cache`), otherwise a process-local cache is used
+    _cache: Any = None
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from hwnas.targets.costmodels import MemoryCache
+
+            self._cache = MemoryCache()
+        return self._cache
+
+    def use_cache(self, cache) -> None:
+        """Keep cost-method results in ``cache`` (e.g. a :class:`hwnas.pipeline.store.ResultStore`)."""
+        self._cache = cache
+
     @property
     def spec(self) -> str:
         """The name a user types for this target instance."""
@@ -62,13 +87,23 @@ class Target(abc.ABC):
         return False
 
     def cost_method(self, method: str | None) -> str:
-        """``method``, or the default one when None; a clear error if the target lacks it."""
+        """``method``, or the default one when None; a clear error if the target lacks it.
+
+        A method may carry an argument after a colon: ``predictor:model.json``
+        names the trained model (the ``predictor`` method needs one).
+        """
         if method is None:
             return self.cost_methods[0]
-        if method not in self.cost_methods:
+        base, _, arg = str(method).partition(":")
+        if base not in self.cost_methods:
             raise InvalidConfigError(
-                f"target {self.spec} has no cost method {method!r}; it has: {', '.join(self.cost_methods)}"
+                f"target {self.spec} has no cost method {base!r}; it has: {', '.join(self.cost_methods)}"
             )
+        if base == "predictor" and not arg:
+            raise InvalidConfigError("the predictor cost method needs a trained model: --cost predictor:MODEL.json "
+                                     "(train one with `hwnas predictor train`)")
+        if base == "predictor" and not Path(arg).is_file():
+            raise InvalidConfigError(f"predictor model {arg} does not exist; train one with `hwnas predictor train`")
         return method
 
     @property

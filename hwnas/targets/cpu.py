@@ -55,7 +55,9 @@ class CpuTarget(Target):
     name = "cpu"
     description = "host CPU via LLVM: scheduled TIR, measured latency"
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "macs")
-    cost_methods = ("measure",)
+    #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
+    #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
+    cost_methods = ("measure", "lut", "analytical", "predictor")
 
     #: measurement settings (the benchmark raises repeats)
     warmup = 3
@@ -100,7 +102,11 @@ class CpuTarget(Target):
         )
 
     def needs_quiet(self, method: str) -> bool:
-        return method == "measure"
+        return method.partition(":")[0] in ("measure", "lut")
+
+    def cost_namespace(self, hw: dict[str, Any]) -> str:
+        """Where this machine's per-kernel times and peaks are cached (the cpu, its threads)."""
+        return f"cost/cpu/{host_cpu()}/threads{int(hw['num_threads'])}"
 
     def tvm_target(self, hw: dict[str, Any]):
         import tvm
@@ -130,19 +136,41 @@ class CpuTarget(Target):
         return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
 
     def cost(self, built: Built, *, method: str) -> dict[str, float]:
-        self.cost_method(method)
-        measure.set_num_threads(built.hw["num_threads"])
-        arrays = list(measure.random_inputs(built.inputs).values())
-        timing = measure.measure_vm(
-            built.executable, arrays, warmup=self.warmup, repeats=self.repeats, min_repeat_ms=self.min_repeat_ms
-        )
-        memory = analysis.planned_memory(built.module)
-        return {
-            "latency_ms": timing.median_ms,
-            "latency_std_ms": timing.std_ms,
-            "peak_memory_kb": memory["peak"] / 1024,
-            "params_kb": analysis.param_bytes(built.module) / 1024,
-        }
+        from hwnas.targets import costmodels
+        from hwnas.targets.workloads import extract
+
+        method = self.cost_method(method)
+        base, _, arg = method.partition(":")
+        threads = int(built.hw["num_threads"])
+        namespace = self.cost_namespace(built.hw)
+        if base == "measure":
+            measure.set_num_threads(threads)
+            arrays = list(measure.random_inputs(built.inputs).values())
+            timing = measure.measure_vm(
+                built.executable, arrays, warmup=self.warmup, repeats=self.repeats, min_repeat_ms=self.min_repeat_ms
+            )
+            values = {"latency_ms": timing.median_ms, "latency_std_ms": timing.std_ms}
+        elif base == "lut":
+            lut = costmodels.lut_latency(built, cache=self.cache, namespace=namespace, num_threads=threads)
+            values = {"latency_ms": lut.latency_ms}
+        elif base == "analytical":
+            peaks = costmodels.machine_peaks(cache=self.cache, namespace=namespace, num_threads=threads)
+            overhead = costmodels.runtime_overhead(built.tvm_target, cache=self.cache, namespace=namespace,
+                                                   num_threads=threads)
+            workloads = built.fact("workloads", lambda b: extract(b.module))
+            values = {"latency_ms": costmodels.roofline_ms(workloads, **peaks, **overhead)}
+        else:  # predictor:MODEL
+            model = costmodels.LatencyPredictor.load(arg)
+            trained_for = model.metadata.get("target")
+            if trained_for not in (None, self.spec):
+                raise InvalidConfigError(f"predictor {arg} was trained for target {trained_for}, not {self.spec}")
+            workloads = built.fact("workloads", lambda b: extract(b.module))
+            feats = costmodels.network_features(workloads, built.hw, self.hardware_space)
+            mean, spread = model.predict([feats])
+            values = {"latency_ms": float(mean[0]), "latency_std_ms": float(spread[0])}
+        values["peak_memory_kb"] = built.fact("memory", lambda b: analysis.planned_memory(b.module))["peak"] / 1024
+        values["params_kb"] = built.fact("param_bytes", lambda b: analysis.param_bytes(b.module)) / 1024
+        return values
 
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         path = Path(out_dir) / "model.so"
