@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from hwnas.arch.nb201 import NUM_ARCHS, genome_to_index
+from hwnas.arch.nb201 import NUM_ARCHS, genome_to_index, index_to_genome, live_genome
 from hwnas.data import require_data_file
 from hwnas.errors import DataNotFoundError
 from hwnas.pipeline.indicators import hypervolume_2d, pareto_mask
@@ -108,6 +108,34 @@ class Exact:
             "loose": np.array([-0.0, float(lat.max())]),
         }
         self.hv = {name: hypervolume_2d(self.F, ref) for name, ref in self.refs.items()}
+
+
+def noise_ceiling(exact: Exact, per_group=(1, 2, 5, 10), draws: int = 200) -> list[tuple[int, int, float]]:
+    """What an oracle that knows which functions lie on the front still has to pay for training noise.
+
+    Cells with the same live genome (:func:`hwnas.arch.nb201.live_genome`)
+    compute the same function; their table accuracies differ by training noise
+    only. For each exact front cell, its *group* is the cells of its function
+    whose latency is within 5 % of its own: no model of the genome can tell
+    them apart. The oracle evaluates ``k`` random members of every group;
+    returns ``(k, evaluations, mean hypervolume ratio)`` per ``k``.
+    """
+    import random
+
+    by_function: dict[tuple[int, ...], list[int]] = {}
+    for i in range(NUM_ARCHS):
+        by_function.setdefault(live_genome(index_to_genome(i)), []).append(i)
+    groups = [[j for j in by_function[live_genome(index_to_genome(c))] if exact.lat[j] <= 1.05 * exact.lat[c]]
+              for c in sorted(exact.front_cells)]
+    out = []
+    for k in per_group:
+        ratios = []
+        for s in range(draws):
+            rng = random.Random(s)
+            picked = [j for g in groups for j in rng.sample(g, min(k, len(g)))]
+            ratios.append(hypervolume_2d(exact.F[picked], exact.refs["median"]) / exact.hv["median"])
+        out.append((k, sum(min(k, len(g)) for g in groups), statistics.fmean(ratios)))
+    return out
 
 
 def run_one(exact: Exact, args, method: str, budget: int, seed: int) -> dict:
@@ -208,6 +236,11 @@ def main(argv=None) -> int:
               f"{'' if min(ratios) >= GOAL_RATIO or not met else ' (on the mean; not by every seed)'}")
     if not judged or not goal_budgets:
         print(f"goal: not judged (needs method nsga2 or nsga2-xgb and a budget <= {GOAL_BUDGET})")
+    print()
+    print("training-noise ceiling: an oracle that knows the front's functions evaluates k of the cells that compute")
+    print("each one at a latency within 5 % (indistinguishable to any model of the genome):")
+    for k, evals, ratio in noise_ceiling(exact):
+        print(f"  k={k:2d}: {evals:4d} evaluations -> hypervolume ratio {ratio:.3f}")
     total = time.perf_counter() - t_total
     print(f"total run time {total:.1f} s ({len(runs)} searches)")
 

@@ -180,6 +180,30 @@ class NB201Space(ArchSpace):
 _SPACE = NB201Space()
 
 
+def live_genome(genome: Sequence[int]) -> tuple[int, ...]:
+    """``genome`` with every edge that is on no path from the cell's input to its output set to ``none``.
+
+    Two cells with the same live genome compute the same function (a dead
+    edge's output never reaches the cell output); NAS-Bench-201 trained them
+    separately, so their table accuracies differ by training noise alone.
+    """
+    g = [int(v) for v in genome]
+    while True:
+        forward = {0}
+        for i, (dst, src) in enumerate(EDGES):  # EDGES are in topological order of dst
+            if g[i] and src in forward:
+                forward.add(dst)
+        backward = {3}
+        for i, (dst, src) in reversed(list(enumerate(EDGES))):
+            if g[i] and dst in backward:
+                backward.add(src)
+        dead = [i for i, (dst, src) in enumerate(EDGES) if g[i] and not (src in forward and dst in backward)]
+        if not dead:
+            return tuple(g)
+        for i in dead:
+            g[i] = 0
+
+
 def _arch_str(genome: tuple[int, ...]) -> str:
     nodes: list[list[str]] = [[] for _ in range(_NUM_NODES - 1)]
     for (to, src), g in zip(EDGES, genome):

@@ -178,3 +178,17 @@ def test_imports_into_tvm(tmp_path, onnx_check, tvm_import) -> None:
         mod = tvm_import(path)
         assert "main" in [gv.name_hint for gv in mod.get_global_vars()]
         assert onnx.load(str(path)).graph.output[0].name == "output"
+
+
+def test_live_genome_drops_edges_on_no_input_output_path():
+    from hwnas.arch.nb201 import live_genome
+
+    # node 3 fed only by a skip from the input: every other edge is dead
+    assert live_genome((2, 3, 3, 1, 0, 0)) == (0, 0, 0, 1, 0, 0)
+    # node 1 feeds nothing that reaches the output -> its input edge is dead, the rest lives
+    assert live_genome((3, 2, 0, 1, 0, 4)) == (0, 2, 0, 1, 0, 4)
+    # node 2 has no input (its edges are none), so its output edge is dead too
+    assert live_genome((3, 0, 0, 1, 3, 4)) == (3, 0, 0, 1, 3, 0)
+    # a cell whose output is unreachable is all none; a fully connected cell is unchanged
+    assert live_genome((4, 3, 1, 0, 0, 0)) == (0,) * 6
+    assert live_genome((3, 3, 3, 3, 3, 3)) == (3,) * 6
