@@ -1,10 +1,16 @@
-"""Test tiers: slow and GPU tests are opt-in."""
+"""Test tiers (slow and GPU tests are opt-in), and the example target plugin installed for the session."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "hwnas-example-dsp"
 
 # one runtime thread unless a test asks for more: CI has two cores
 os.environ.setdefault("TVM_NUM_THREADS", "2")
@@ -13,6 +19,29 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
     parser.addoption("--run-gpu", action="store_true", help="also run tests marked gpu (needs CUDA)")
+
+
+def install_example_plugin(cache_root: Path) -> Path:
+    """pip-install the example plugin package into a folder of its own (by content hash; reused when unchanged)."""
+    digest = hashlib.sha256()
+    for f in sorted(EXAMPLE_PLUGIN.rglob("*")):
+        rel = f.relative_to(EXAMPLE_PLUGIN)
+        if f.is_file() and not {"__pycache__", "build"} & set(rel.parts) and ".egg-info" not in str(rel):
+            digest.update(f.relative_to(EXAMPLE_PLUGIN).as_posix().encode() + f.read_bytes())
+    folder = cache_root / digest.hexdigest()[:16]
+    if not (folder / "hwnas_example_dsp").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--target", str(folder), str(EXAMPLE_PLUGIN)], check=True, capture_output=True)
+    return folder
+
+
+def pytest_configure(config):
+    # the example out-of-tree backend, installed as a package: this process and every subprocess see its
+    # entry point, so the conformance suite and the CLI tests cover it like any installed plugin
+    folder = install_example_plugin(Path(config.cache.mkdir("hwnas-example-plugin")))
+    sys.path.insert(0, str(folder))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -44,9 +44,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def cmd_targets(args) -> int:
-    from hwnas.targets import get_target, target_names
-
-    from hwnas.targets import target_class
+    from hwnas.targets import get_target, plugin_errors, target_class, target_names
 
     for name in target_names():
         cls = target_class(name)
@@ -62,6 +60,8 @@ def cmd_targets(args) -> int:
         else:
             print("  no hardware knobs")
         print()
+    for line in plugin_errors():
+        print(f"hwnas: warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,17 @@
 ``get_target("cpu")`` or ``get_target("mcu:stm32f746")``: the part after the
 colon is the target's variant. Duplicate names are refused; an unknown name
 is answered with the known ones.
+
+Besides the built-in targets, every installed package that declares an entry
+point in the group ``hwnas.targets`` is discovered on first use::
+
+    [project.entry-points."hwnas.targets"]
+    mydsp = "hwnas_mydsp:MyDspTarget"
+
+The entry point loads a :class:`Target` subclass (or a module that registers
+its targets itself). A plugin that fails to load, or whose name is already
+taken, is refused: it is left out, and :func:`plugin_errors` says why (``hwnas
+targets`` prints it).
 """
 
 from __future__ import annotations
@@ -11,6 +22,10 @@ from hwnas.errors import InvalidConfigError, UnknownTargetError
 from hwnas.targets.base import Built, Target
 
 _REGISTRY: dict[str, type[Target]] = {}
+#: the entry-point group installed packages declare their targets in
+ENTRY_POINT_GROUP = "hwnas.targets"
+_PLUGIN_ERRORS: list[str] = []
+_loaded = False
 
 
 def register(cls: type[Target]) -> type[Target]:
@@ -28,13 +43,45 @@ def register(cls: type[Target]) -> type[Target]:
 
 
 def _load_builtins() -> None:
-    if _REGISTRY:
+    global _loaded
+    if _loaded:
         return
+    _loaded = True
     from hwnas.targets.cpu import CpuTarget
     from hwnas.targets.published import PublishedTarget
 
-    register(CpuTarget)
-    register(PublishedTarget)
+    for cls in (CpuTarget, PublishedTarget):
+        if _REGISTRY.get(cls.name) is not cls:
+            register(cls)
+    _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        where = f"{ep.name} = {ep.value}" + (f" (package {ep.dist.name})" if getattr(ep, "dist", None) else "")
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plugin must not break hwnas
+            _PLUGIN_ERRORS.append(f"target plugin {where} could not be loaded: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(obj, type):
+            if not issubclass(obj, Target):
+                _PLUGIN_ERRORS.append(f"target plugin {where} is not a hwnas.targets.Target subclass")
+                continue
+            if _REGISTRY.get(obj.name) is obj:
+                continue
+            try:
+                register(obj)
+            except InvalidConfigError as exc:
+                _PLUGIN_ERRORS.append(f"target plugin {where} refused: {exc}")
+
+
+def plugin_errors() -> list[str]:
+    """Why installed target plugins were refused (empty when all loaded)."""
+    _load_builtins()
+    return list(_PLUGIN_ERRORS)
 
 
 def target_names() -> list[str]:
@@ -60,4 +107,4 @@ def get_target(spec: str) -> Target:
     return cls(variant or None)
 
 
-__all__ = ["Built", "Target", "get_target", "register", "target_class", "target_names"]
+__all__ = ["Built", "Target", "get_target", "plugin_errors", "register", "target_class", "target_names"]
