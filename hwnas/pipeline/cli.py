@@ -272,6 +272,13 @@ def cmd_search(args) -> int:
         rows.append([f"{p.value(t):.4g}" for t in search.objectives] + [arch[:60]])
     if rows:
         print(_table(rows, [t.label for t in search.objectives] + ["architecture"]))
+    reused = tuned = 0
+    for row in search.store.evaluations(search.RUN_ID):
+        reused += int(row.timings.get("tuning_reused", 0))
+        tuned += int(row.timings.get("tuning_tuned", 0))
+    if reused + tuned:
+        print(f"tuned schedules: {reused + tuned} kernels compiled with MetaSchedule schedules, {reused} reused from "
+              f"the tuning database ({100 * reused / (reused + tuned):.0f} % reuse), {tuned} tuned in this run")
     if config.ladder is not None:
         from hwnas.pipeline.report import ladder_rows
 

@@ -129,6 +129,7 @@ def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], 
     t0 = time.perf_counter()
     built = target.build(mod, hw)
     timings["compile_s"] = time.perf_counter() - t0
+    timings.update(built.facts.get("counters", {}))
 
     return model, built, onnx_path
 

@@ -34,7 +34,8 @@ class Built:
     #: input name -> (shape, dtype); output (shape, dtype) list
     inputs: dict[str, tuple[tuple[int, ...], str]]
     outputs: list[tuple[tuple[int, ...], str]]
-    #: static figures computed once per built module (memory plan, workloads), by name
+    #: static figures computed once per built module (memory plan, workloads), by name; ``facts["counters"]``
+    #: (name -> number, e.g. tuned kernels reused) is recorded with the evaluation's timings
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def fact(self, name: str, compute):

@@ -63,6 +63,8 @@ class CpuTarget(Target):
     warmup = 3
     repeats = 10
     min_repeat_ms = 20.0
+    #: MetaSchedule trials per new workload when ``tuning`` is on (HWNAS_TUNE_TRIALS overrides)
+    tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
 
     def __init__(self, variant: str | None = None) -> None:
         if variant is not None:
@@ -92,6 +94,10 @@ class CpuTarget(Target):
                 ),
                 "unroll": ChoiceParam((0, 16, 64, 256), default_value=64, doc="max auto-unroll step of inner loops"),
                 "num_threads": IntParam(1, self.cores, default_value=self.cores, doc="runtime threads"),
+                "tuning": ChoiceParam(
+                    ("off", "metaschedule"), doc="metaschedule: conv/dense kernels take MetaSchedule's best schedule "
+                    "for their workload (tuned on first sight, shared by every later candidate and run); "
+                    "other kernels keep the knobs' schedules"),
             },
             constraints=(
                 Constraint(
@@ -118,10 +124,27 @@ class CpuTarget(Target):
 
         return cpu_graph_passes(hw)
 
+    def tuning_database(self, hw: dict[str, Any]) -> Path:
+        """The MetaSchedule database this machine's tuned schedules live in (one per cpu and thread count).
+
+        ``$HWNAS_TUNING_DB`` names the parent folder; the default is
+        ``~/.cache/hwnas/tuning``: shared by every run on this machine.
+        """
+        root = Path(os.environ.get("HWNAS_TUNING_DB") or Path.home() / ".cache" / "hwnas" / "tuning")
+        return root / f"{host_cpu()}-threads{int(hw['num_threads'])}"
+
     def schedule_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes import cpu_schedule_passes
 
-        return cpu_schedule_passes(hw)
+        passes = cpu_schedule_passes(hw)
+        if hw.get("tuning", "off") == "metaschedule":
+            from hwnas.passes.tuned_schedules import TunedSchedules
+            from hwnas.targets.workloads import is_mac_kernel
+
+            self.last_tuning = TunedSchedules(self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel,
+                                              trials=self.tune_trials)
+            passes = [self.last_tuning] + passes
+        return passes
 
     def build(self, mod, hw: dict[str, Any]) -> Built:
         from hwnas.pipeline.lower import compile_module
@@ -133,7 +156,12 @@ class CpuTarget(Target):
         except Exception as exc:  # TVM's errors are not typed usefully
             raise CompileError(f"compiling for cpu failed: {error_line(exc)}") from None
         inputs, outputs = analysis.io_signature(mod)
-        return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
+        built = Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
+        tuning = getattr(self, "last_tuning", None)
+        if tuning is not None:  # kernels whose tuned schedule was reused / tuned now
+            built.facts["counters"] = {"tuning_reused": tuning.stats["reused"], "tuning_tuned": tuning.stats["tuned"]}
+            self.last_tuning = None
+        return built
 
     def cost(self, built: Built, *, method: str) -> dict[str, float]:
         from hwnas.targets import costmodels

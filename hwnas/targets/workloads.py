@@ -168,6 +168,12 @@ def _kind(block, reduction) -> str:
     return "reduce" if reduction else "elementwise"
 
 
+def is_mac_kernel(func) -> bool:
+    """Whether a PrimFunc's main block is a convolution or a dense (matmul)."""
+    block = _main_block(func)
+    return block is not None and _kind(block, _domain(block)[1]) in MAC_KINDS
+
+
 def _buffer_shape(buf) -> tuple[int, ...]:
     return tuple(int(v.value) if hasattr(v, "value") else int(v) for v in buf.shape)
 
