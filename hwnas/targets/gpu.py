@@ -1,4 +1,4 @@
-"""NVIDIA GPUs through TVM's CUDA code generation: ``gpu:<device>`` (h100, a100, rtx4090, orin, 1080ti, titanxp).
+"""NVIDIA GPUs through TVM's CUDA code generation: ``gpu:<device>`` (h100, h200, a100, rtx4090, orin, 1080ti, titanxp).
 
 HSS knobs (see :class:`~hwnas.passes.gpu_tile_conv2d.GpuScheduleConfig`):
 threads per block along output channels / rows / columns, the per-thread
@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,28 @@ def cuda_present() -> bool:
         return bool(tvm.cuda(0).exist)
     except Exception:  # no CUDA runtime at all
         return False
+
+
+def cuda_compile_mode() -> str | None:
+    """How the TVM runtime will compile CUDA when a module is loaded on a GPU: ``"nvrtc"``, ``"nvcc"`` or None.
+
+    TVM's ``tvm_callback_cuda_compile`` uses NVRTC (the ``cuda-bindings``
+    package) unless ``TVM_CUDA_COMPILE_MODE=nvcc``. Without ``cuda-bindings``
+    and with nvcc on PATH, this sets that variable for this process (a value
+    the user set is kept).
+    """
+    if os.environ.get("TVM_CUDA_COMPILE_MODE"):
+        return os.environ["TVM_CUDA_COMPILE_MODE"].lower()
+    try:
+        import cuda.bindings  # noqa: F401
+
+        return "nvrtc"
+    except ImportError:
+        pass
+    if shutil.which("nvcc"):
+        os.environ["TVM_CUDA_COMPILE_MODE"] = "nvcc"
+        return "nvcc"
+    return None
 
 
 @dataclasses.dataclass
@@ -83,6 +106,8 @@ class GpuTarget(Target):
     def __init__(self, variant: str | None = None) -> None:
         self.device = get_device(variant)
         super().__init__(variant)
+        if cuda_present():  # the first listed method is the default one (``hwnas targets`` shows it)
+            self.cost_methods = ("measure", "analytical")
 
     def cost_method(self, method: str | None) -> str:
         """``measure`` when a CUDA device is present, else ``analytical``; ``measure`` without one is an error."""
@@ -183,6 +208,12 @@ class GpuTarget(Target):
         out = {"peak_memory_kb": memory["peak"] / 1024, "params_kb": analysis.param_bytes(built.module) / 1024}
         if method == "measure":
             import tvm
+
+            if cuda_compile_mode() is None:
+                raise InvalidConfigError(
+                    f"{self.spec}: the TVM runtime compiles CUDA when it loads a module and needs the "
+                    "cuda-bindings package (NVRTC) or nvcc on PATH; neither is here"
+                )
 
             arrays = list(measure.random_inputs(built.inputs).values())
             timing = measure.measure_vm(built.executable, arrays, device=tvm.cuda(0), warmup=self.warmup,

@@ -110,6 +110,17 @@ DEVICES: dict[str, GpuDevice] = {
             source=f"NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022), H100 datasheet (2023); {_GUIDE}",
         ),
         GpuDevice(
+            name="h200", title="NVIDIA H200 SXM 141GB", compute_capability="9.0", sms=132,
+            boost_clock_mhz=1980, dram_bandwidth_gbs=4800, l2_cache_mb=50,
+            smem_per_sm_kb=228, smem_per_block_kb=48, smem_per_block_optin_kb=227,
+            registers_per_sm=65536, max_registers_per_thread=255, max_threads_per_block=1024,
+            max_threads_per_sm=2048, max_blocks_per_sm=32,
+            # the H100 SXM5's GH100 die and clocks with 141 GB of HBM3e at 4.8 TB/s
+            peak_fp32_tflops=66.9, peak_fp16_tflops=133.8, peak_fp16_tensor_tflops=989.4,
+            launch_overhead_us=_DISCRETE_LAUNCH_US,
+            source=f"NVIDIA H200 Tensor Core GPU datasheet (2024); H100 whitepaper (2022) for the SM; {_GUIDE}",
+        ),
+        GpuDevice(
             name="a100", title="NVIDIA A100 SXM4 80GB", compute_capability="8.0", sms=108,
             boost_clock_mhz=1410, dram_bandwidth_gbs=2039, l2_cache_mb=40,
             smem_per_sm_kb=164, smem_per_block_kb=48, smem_per_block_optin_kb=163,

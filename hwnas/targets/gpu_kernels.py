@@ -31,6 +31,10 @@ from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.targets.workloads import walk
 
 
+#: TVM's CUDA code declares each shared array ``alignas(64)``: a block's shared memory is counted in these units
+SMEM_ALIGN = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelLaunch:
     """One CUDA kernel of a PrimFunc, as scheduled."""
@@ -40,6 +44,7 @@ class KernelLaunch:
     name: str
     grid: int
     threads: int
+    #: static shared memory of one block, each array rounded up to :data:`SMEM_ALIGN` bytes
     smem_bytes: int
     #: elements of the per-thread ``local`` buffers (register-resident accumulators)
     local_elems: int
@@ -102,7 +107,7 @@ def func_launches(name: str, func) -> list[KernelLaunch]:
             for buf in getattr(node, "alloc_buffers", None) or ():
                 scope = buf.scope()
                 if scope.startswith("shared"):
-                    smem += _nbytes(buf)
+                    smem += -(-_nbytes(buf) // SMEM_ALIGN) * SMEM_ALIGN
                 elif scope == "local":
                     local += math.prod(int(d) for d in buf.shape)
         grid = math.prod(v for k, v in extents.items() if k.startswith("blockIdx"))
