@@ -16,8 +16,8 @@ The device defaults to the one ``tvm.cuda(0)`` reports (H100 / H200 / A100 /
 RTX 4090 / Orin by name). The CUDA kernels are compiled when a module is
 loaded on the GPU: through NVRTC if the ``cuda-bindings`` package is
 installed, else through nvcc (this script sets ``TVM_CUDA_COMPILE_MODE=nvcc``
-for itself when nvcc is on PATH). Exit status 0 when every checked candidate
-matched ONNX Runtime, 1 otherwise, 2 when there is no CUDA device.
+for itself when nvcc is on PATH). Exit status 0 when every candidate ran and
+every checked one matched ONNX Runtime, 1 otherwise, 2 when there is no CUDA device.
 """
 
 from __future__ import annotations
@@ -127,6 +127,13 @@ def main() -> int:
         print(f"gpu_estimate_vs_measure: {name!r} is not in the device table; pass --device", file=sys.stderr)
         return 2
     print(f"device: {name} (compute {dev.compute_version}), estimated as gpu:{device}; CUDA compiled by {mode}")
+    from hwnas.targets.gpu_devices import DEVICES
+
+    table = DEVICES[device]
+    print(f"  reported: {dev.multi_processor_count} SMs, {dev.max_clock_rate / 1000:.0f} MHz, "
+          f"{dev.max_shared_memory_per_block} B shared/block, {dev.max_threads_per_block} threads/block; "
+          f"table: {table.sms} SMs, {table.boost_clock_mhz:.0f} MHz, {table.smem_per_block_kb * 1024} B, "
+          f"{table.max_threads_per_block}")
 
     with tempfile.TemporaryDirectory(prefix="hwnas-gpu-") as tmp:
         jobs = [(i, device, args.seed, tmp) for i in range(args.n)]
@@ -137,6 +144,7 @@ def main() -> int:
               f"({args.workers} workers)")
         rows = []
         failures = 0
+        run_failures = 0
         header = (f"{'#':>3} {'kernels':>7} {'estimate ms':>12} {'measured ms':>12} {'meas/est':>9}  "
                   f"{'numerics':>16}  hw")
         print(header)
@@ -147,9 +155,15 @@ def main() -> int:
             if time.time() - t_start > args.budget_s:
                 print(f"time budget of {args.budget_s:.0f} s reached; stopping at {len(rows)} measured")
                 break
-            lib = tvm.runtime.load_module(b["lib"])
             arrays = list(measure.random_inputs(b["inputs"], seed=b["i"]).values())
-            timing = measure.measure_vm(lib, arrays, device=dev, warmup=10, repeats=args.repeats, min_repeat_ms=10)
+            try:
+                lib = tvm.runtime.load_module(b["lib"])
+                timing = measure.measure_vm(lib, arrays, device=dev, warmup=10, repeats=args.repeats,
+                                            min_repeat_ms=10)
+            except Exception as exc:  # a kernel that faults: report it and go on
+                run_failures += 1
+                print(f"{b['i']:3d} FAILED to load or run: {str(exc).strip().splitlines()[-1][:200]}", flush=True)
+                continue
             note = ""
             if len(rows) < args.check:
                 import onnxruntime as ort
@@ -177,8 +191,8 @@ def main() -> int:
               f"median measured/estimated {statistics.median(m / e for e, m in rows):.2f}, "
               f"measured median {statistics.median(meas):.3f} ms")
     print(f"numerics: {min(args.check, len(rows)) - failures}/{min(args.check, len(rows))} candidates match "
-          f"ONNX Runtime; total {time.time() - t_start:.0f} s")
-    return 1 if failures else 0
+          f"ONNX Runtime; {run_failures} failed to run; total {time.time() - t_start:.0f} s")
+    return 1 if failures or run_failures else 0
 
 
 if __name__ == "__main__":

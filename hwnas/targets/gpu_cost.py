@@ -30,7 +30,8 @@ kernel's compulsory bytes (inputs, weights, outputs once) / DRAM bandwidth
 (scaled down when under half of the SMs issue loads), kernel time =
 max(compute, memory) + the device's launch overhead; the network's latency
 is the sum over kernels times their calls. Not modelled: L2 reuse between
-kernels, tensor cores (the schedules use CUDA cores), clock throttling.
+kernels, vector width of loads (``vector_load``), loop unrolling, tensor
+cores (the schedules use CUDA cores), clock throttling.
 """
 
 from __future__ import annotations

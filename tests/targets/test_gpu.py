@@ -283,3 +283,54 @@ def test_cuda_numerics_match_onnx_runtime(onnx_files, name, hw, tol):
     x = np.random.default_rng(3).standard_normal(NETS[name][1]).astype("float32")
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(_run_on_cuda(ev, x), ref, rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def _cli(capsys, *argv):
+    from hwnas.pipeline.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_lists_the_gpu_target_with_its_knobs(capsys):
+    code, out, _ = _cli(capsys, "targets")
+    assert code == 0
+    section = out[out.index("gpu:<variant>"):]
+    assert "h100, h200, a100, rtx4090, orin, 1080ti, titanxp" in section
+    for knob in ("threads_oc", "tile_rc", "shared", "vector_load", "precision"):
+        assert knob in section
+
+
+def test_cli_measure_without_a_device_and_over_limit_threads_are_one_line(capsys, tmp_path):
+    from hwnas.targets.gpu import cuda_present
+
+    if not cuda_present():
+        code, _, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target",
+                            "gpu:h100", "--cost", "measure", "--out", str(tmp_path / "a"))
+        assert code == 2 and err.count("\n") == 1 and "needs a CUDA device" in err
+    code, _, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target", "gpu:h100", "--hw",
+                        '{"threads_oc": 64, "threads_oh": 32}', "--out", str(tmp_path / "b"))
+    assert code == 2 and err.count("\n") == 1 and "max_threads_per_block=1024" in err
+
+
+@needs_nvcc
+def test_cli_compiles_an_nb201_cell_for_h100(capsys, tmp_path):
+    import json
+
+    code, out, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[1,2,3,0,4,2]", "--target", "gpu:h100",
+                          "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["target"] == "gpu:h100" and manifest["runtime"]["device"] == "cuda"
+    assert manifest["metrics"]["latency_ms"] > 0 and "latency_ms" in out
+    assert "cost method:  analytical" in out or "cost method:  measure" in out
+    assert (tmp_path / "b" / "model.so").stat().st_size > 0
