@@ -119,6 +119,7 @@ def cmd_compile(args) -> int:
     arch = candidate.architecture()
     print(f"architecture: {arch.get('description') or arch.get('onnx')}")
     print(f"hardware:     {json.dumps(ev.hw)}")
+    print(f"cost method:  {target.cost_method(args.cost)}")
     for k, v in ev.metrics.items():
         print(f"  {k:16s} {_format_metric(k, v)}")
     print(f"bundle:       {manifest.parent}  (run: python {manifest.parent / 'run.py'})")

@@ -48,9 +48,10 @@ def _load_builtins() -> None:
         return
     _loaded = True
     from hwnas.targets.cpu import CpuTarget
+    from hwnas.targets.gpu import GpuTarget
     from hwnas.targets.published import PublishedTarget
 
-    for cls in (CpuTarget, PublishedTarget):
+    for cls in (CpuTarget, GpuTarget, PublishedTarget):
         if _REGISTRY.get(cls.name) is not cls:
             register(cls)
     _load_entry_points()
