@@ -31,9 +31,11 @@ def _load_builtins() -> None:
     if _REGISTRY:
         return
     from hwnas.targets.cpu import CpuTarget
+    from hwnas.targets.mcu import McuTarget
     from hwnas.targets.published import PublishedTarget
 
     register(CpuTarget)
+    register(McuTarget)
     register(PublishedTarget)
 
 
