@@ -261,15 +261,23 @@ class PointEvaluator:
             return Candidate.from_space(self.space, genome, hw)
         return Candidate.from_onnx(self.config.onnx, hw)
 
-    def accuracy_of(self, genome: tuple[int, ...]) -> float | None:
+    def accuracy_of(self, genome: tuple[int, ...], target=None, hw: dict[str, Any] | None = None) -> float | None:
+        """The architecture's accuracy; on a ``target`` that deploys other numerics than the float
+        network (:meth:`~hwnas.targets.Target.deployment_key`), the deployed network's, when the
+        evaluator can measure it."""
         if self.accuracy is None:
             return None
-        key = json.dumps(list(genome))
+        deployment = target.deployment_key(hw) if target is not None and self.accuracy.uses_deployment else None
+        key = json.dumps(list(genome)) if deployment is None else json.dumps([list(genome), deployment])
         cached = self.store.get(self.accuracy_namespace, key)
         if cached is not None:
             return float(cached)
+        deploy = None
+        if deployment is not None:
+            def deploy(model, shape, calibration):
+                return target.deploy_network(model, shape, calibration, hw)
         with self.gate.busy():
-            value = float(self.accuracy.evaluate(self.space, genome))
+            value = float(self.accuracy.evaluate(self.space, genome, deploy=deploy))
         self.store.put(self.accuracy_namespace, key, value)
         return value
 
@@ -288,13 +296,14 @@ class PointEvaluator:
             return {"accuracy": self.accuracy_of(tuple(genome))}
         started = time.time()
         result: dict[str, Any] = {"metrics": {}, "error": None}
-        try:
-            acc = self.accuracy_of(tuple(genome))
-        except Exception as exc:
-            acc, result["error"] = None, f"accuracy: {exc}"
         for target, hw in zip(self.targets, hws):
             cand = self.candidate(genome, hw)
             key = cand.key(hw)
+            if result["error"] is None:
+                try:
+                    acc = self.accuracy_of(tuple(genome), target, hw)
+                except Exception as exc:
+                    acc, result["error"] = None, f"accuracy: {exc}"
             if result["error"] is not None:
                 self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
                 continue

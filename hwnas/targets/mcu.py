@@ -24,7 +24,7 @@ The path of a candidate:
   library ``model.so`` and the expected output of the bundle's input.
 
 HSS knobs: ``exec_order`` (``program`` or ``min_memory``), ``inplace_dw``,
-``tile`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`). Patch-based
+``tile``, ``tile_rows`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`). Patch-based
 execution of the first stages (MCUNetV2) is not implemented.
 """
 
@@ -123,7 +123,9 @@ class McuTarget(Target):
                 "inplace_dw": ChoiceParam(("off", "on"), default_value="on",
                                           doc="depthwise convs write their output over their input"),
                 "tile": ChoiceParam((0, 1, 2, 4, 8, 16, 32), default_value=8,
-                                    doc="output channels per int32 accumulator tile (0: whole layer)"),
+                                    doc="output channels per int32 accumulator tile (0: all)"),
+                "tile_rows": ChoiceParam((0, 1, 2, 4, 8), default_value=0,
+                                         doc="output rows per accumulator tile of a conv (0: all)"),
                 "pad": ChoiceParam(PAD_MODES, doc="zero padding: inline bounds test or a per-tile buffer"),
             },
         )

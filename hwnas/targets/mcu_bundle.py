@@ -125,25 +125,35 @@ extern volatile uint32_t hwnas_systick_wraps;
 
 static int8_t output[HWNAS_OUTPUT_SIZE];
 
+/* SysTick ticks since start (24-bit down-counter plus counted wraps) */
+uint64_t hwnas_clock(void) {
+  uint32_t w, v;
+  do {
+    w = hwnas_systick_wraps;
+    v = SYST_CVR;
+  } while (w != hwnas_systick_wraps);
+  return ((uint64_t)w << 24) + (0xFFFFFFu - v);
+}
+
 int main(void) {
   SYST_RVR = 0xFFFFFF;
   SYST_CVR = 0;
   SYST_CSR = 0x7; /* enable, interrupt on wrap, processor clock */
   while (SYST_CVR == 0) {
   }
-  uint32_t t0 = SYST_CVR, w0 = hwnas_systick_wraps;
+  uint64_t t0 = hwnas_clock();
   int rc = hwnas_model_run(hwnas_input, output);
-  uint32_t t1 = SYST_CVR, w1 = hwnas_systick_wraps;
+  uint64_t t1 = hwnas_clock();
   SYST_CSR = 0;
   if (rc != 0) {
-    printf("hwnas-error: kernel failed (%d)\\n", rc);
+    printf("hwnas-error: kernel call %d failed\\n", rc);
     return 1;
   }
-  int64_t ticks = (int64_t)(w1 - w0) * 0x1000000 + (int64_t)t0 - (int64_t)t1;
   printf("hwnas-output:");
   for (int i = 0; i < HWNAS_OUTPUT_SIZE; ++i) printf(" %d", (int)output[i]);
-  printf("\\nhwnas-ticks: %lld\\nhwnas-workspace-peak: %lu\\n", (long long)ticks,
-         (unsigned long)hwnas_workspace_peak());
+  printf("\\nhwnas-ticks: %llu\\nhwnas-kernel-ticks:", (unsigned long long)(t1 - t0));
+  for (int i = 0; i < HWNAS_KERNEL_CALLS; ++i) printf(" %llu", (unsigned long long)hwnas_kernel_ticks[i]);
+  printf("\\nhwnas-workspace-peak: %lu\\n", (unsigned long)hwnas_workspace_peak());
   return 0;
 }
 """
@@ -244,9 +254,14 @@ def model_source(graph: KernelGraph, plan: MemoryPlan, workspace_bytes: int) -> 
         #define HWNAS_OUTPUT_SIZE {int(np.prod(out_t.shape))}
         #define HWNAS_ARENA_BYTES {plan.arena_bytes}
         #define HWNAS_WORKSPACE_BYTES {workspace_bytes}
+        #define HWNAS_KERNEL_CALLS {len(plan.order)}
         /* 0 on success; input and output are int8, quantized with the scales in manifest.json */
         int hwnas_model_run(const int8_t* input, int8_t* output);
         size_t hwnas_workspace_peak(void);
+        /* a clock the application may provide (the default returns 0); the time of each kernel
+           call of the last run, in execution order */
+        uint64_t hwnas_clock(void);
+        extern uint64_t hwnas_kernel_ticks[HWNAS_KERNEL_CALLS];
         #endif
         """)
     lines = [
@@ -276,6 +291,8 @@ def model_source(graph: KernelGraph, plan: MemoryPlan, workspace_bytes: int) -> 
         "}",
         "void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int32_t n) {}",
         "size_t hwnas_workspace_peak(void) { return ws_peak; }",
+        "__attribute__((weak)) uint64_t hwnas_clock(void) { return 0; }",
+        "uint64_t hwnas_kernel_ticks[HWNAS_KERNEL_CALLS];",
         "",
     ]
     for name, t in graph.tensors.items():
@@ -310,11 +327,12 @@ def model_source(graph: KernelGraph, plan: MemoryPlan, workspace_bytes: int) -> 
     max_args = max((len(c.args) + 1 for c in graph.calls), default=1)
     if max_args > 8:
         lines = [ln.replace("TVMFFIAny args[8];", f"TVMFFIAny args[{max_args}];") for ln in lines]
-    for c in plan.order:
+    for step, c in enumerate(plan.order):
         call = graph.calls[c]
         ts = ", ".join(f"(DLTensor*)&{a}" for a in [*call.args, call.out])
-        lines.append(f"  {{ DLTensor* ts[] = {{{ts}}}; if (call(__tvm_ffi_{call.func}, ts, {len(call.args) + 1})) "
-                     f"return {c + 1}; }}")
+        lines.append(f"  {{ DLTensor* ts[] = {{{ts}}}; uint64_t t = hwnas_clock();")
+        lines.append(f"    if (call(__tvm_ffi_{call.func}, ts, {len(call.args) + 1})) return {step + 1};")
+        lines.append(f"    hwnas_kernel_ticks[{step}] = hwnas_clock() - t; }}")
     lines.append(f"  memcpy(output, {_data(graph.output, plan)}, {out_t.nbytes});")
     lines += ["  return 0;", "}", ""]
     return header, "\n".join(lines)

@@ -92,6 +92,8 @@ class QemuRun:
     #: SysTick ticks of the inference (reference clock); instructions with ``-icount shift=0``
     ticks: int
     workspace_peak: int
+    #: ticks of each kernel call, in execution order
+    kernel_ticks: list[int]
     stdout: str
 
 
@@ -113,5 +115,7 @@ def run_qemu(bundle: Path, machine: str, cpu: str, *, timeout_s: float = 300.0) 
         raise RunError(f"the bundle failed under qemu (exit {proc.returncode}): {tail[0]}")
     ticks = re.search(r"^hwnas-ticks: (\d+)$", out, re.M)
     ws = re.search(r"^hwnas-workspace-peak: (\d+)$", out, re.M)
+    kernels = re.search(r"^hwnas-kernel-ticks:([\d ]*)$", out, re.M)
     return QemuRun(output=[int(v) for v in m.group(1).split()], ticks=int(ticks.group(1)) if ticks else 0,
-                   workspace_peak=int(ws.group(1)) if ws else 0, stdout=out)
+                   workspace_peak=int(ws.group(1)) if ws else 0,
+                   kernel_ticks=[int(v) for v in kernels.group(1).split()] if kernels else [], stdout=out)
