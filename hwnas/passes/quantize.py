@@ -19,8 +19,8 @@ int8 specification), symmetric everywhere:
   int32 at that scale; ReLU/ReLU6 clips are folded into the requantization
   bounds; requantization to int8 is ``(acc * M[c] + 2^(S-1)) >> S`` in int64
   with ``M[c] = round(s_x s_w[c] / s_out * 2^S)``, then a clip and a cast;
-* residual ``add``: both int8 inputs rescaled to the output scale the same
-  way; ``mean``: an int32 sum requantized with ``1/n`` folded into ``M``;
+* residual ``add`` and ``concat``: the int8 inputs rescaled to the output
+  scale the same way; ``mean``: an int32 sum requantized with ``1/n`` folded into ``M``;
   shape-only ops (reshape, permute, squeeze, ...) and clips pass int8 through;
 * the network input becomes an int8 parameter and the output an int8 tensor;
   their scales are in the function attribute ``hwnas.quantization`` (JSON):
@@ -346,6 +346,16 @@ class _Rewriter:
                 total = self.emit(relax.op.sum(wide, axis=axes,
                                                keepdims=bool(call.attrs.keepdims)))
                 return _Value(total, "acc", np.asarray(xq.scale / n), var)
+        if op == "relax.concat" and isinstance(args[0], relax.Tuple):
+            parts = [self.arg(f) for f in args[0].fields]
+            if all(p is not None and p.kind != "float" for p in parts):
+                s = self.scale_of(var)
+                fields = []
+                for p in parts:
+                    pq = self.as_int(p)
+                    fields.append(self.requantize(pq.expr, np.asarray(pq.scale / s), -self.qmax - 1, self.qmax))
+                out = self.emit(relax.op.concat(fields, axis=int(call.attrs.axis)))
+                return _Value(out, "int", s, var)
         if op in _SHAPE_OPS:
             x = self.arg(args[0])
             if x is not None and x.kind != "float":

@@ -46,19 +46,20 @@ from hwnas.targets.base import Built, Target
 from hwnas.targets.boards import BOARDS, Board, get_board
 from hwnas.util import error_line, filtered_native_stderr
 
-#: instructions per multiply-accumulate of TVM's scalar C kernels compiled with arm-none-eabi-gcc -O2,
-#: and per output element of the epilogue / elementwise kernels: measured on QEMU's MPS2 machines with
-#: ``-icount`` (hwnas benchmarks/mcu_cycle_model.py re-measures them), by kernel kind and pad mode
+#: (instructions per multiply-accumulate, per output element) of TVM's scalar C kernels compiled with
+#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind and pad mode, and instructions per element of an
+#: elementwise kernel: least-squares fits of per-kernel instruction counts measured under QEMU 7.2
+#: (mps2-an500, -icount shift=0) over 6 mbv2 networks (64/96 px, width 0.35/0.5), 2026-11-27;
+#: benchmarks/mcu_cycle_model.py re-measures them
 INSTRUCTIONS_PER_MAC = {
-    ("conv2d", "inline"): 3.6,
-    ("conv2d", "buffer"): 3.2,
-    ("depthwise_conv2d", "inline"): 9.0,
-    ("depthwise_conv2d", "buffer"): 5.0,
-    ("dense", "inline"): 3.2,
-    ("dense", "buffer"): 3.2,
+    ("conv2d", "inline"): (7.75, 91.3),
+    ("conv2d", "buffer"): (8.15, 62.4),
+    ("depthwise_conv2d", "inline"): (15.2, 98.7),
+    ("depthwise_conv2d", "buffer"): (11.0, 69.1),
+    ("dense", "inline"): (6.05, 0.0),
+    ("dense", "buffer"): (6.05, 0.0),
 }
-INSTRUCTIONS_PER_OUTPUT = 25.0
-INSTRUCTIONS_PER_ELEMENT = 6.0
+INSTRUCTIONS_PER_ELEMENT = 14.8
 #: cycles per instruction of integer loop code: Cortex-M4 issues one instruction per cycle with 2-cycle
 #: loads (Arm Cortex-M4 Technical Reference Manual r0p1, 2010, ch. 3 "Instruction timing"); Cortex-M7
 #: dual-issues (Arm Cortex-M7 Technical Reference Manual r1p2, 2018, 1.2 "Features"); the values assume
@@ -202,7 +203,8 @@ class McuTarget(Target):
             kind = "depthwise_conv2d" if _is_depthwise(w) else ("dense" if w.kind == "dense" else "conv2d")
             out_elems = int(np.prod(w.spatial)) if w.spatial else 0
             if w.macs:
-                total += n * (w.macs * INSTRUCTIONS_PER_MAC[(kind, pad)] + out_elems * INSTRUCTIONS_PER_OUTPUT)
+                per_mac, per_output = INSTRUCTIONS_PER_MAC[(kind, pad)]
+                total += n * (w.macs * per_mac + out_elems * per_output)
             else:
                 total += n * int(np.prod(w.spatial + w.reduction)) * INSTRUCTIONS_PER_ELEMENT
         return total
