@@ -131,26 +131,35 @@ def _tensor_vars(func) -> list:
     return out
 
 
-def calibrate(mod, batch: np.ndarray) -> dict[Any, float]:
-    """Max |value| of the input and of every float tensor bound in ``main`` over ``batch``, by var.
+def calibrate(mod, batch: np.ndarray, wanted: set | None = None) -> dict[Any, float]:
+    """Max |value| over ``batch`` of the input and of the float tensors bound in ``main`` (those in
+    ``wanted``, or all), by var.
 
-    The float module is compiled for the host with every such tensor as an
-    output and run once per input.
+    The float module, with those tensors as extra outputs, is fused and compiled for the host (no
+    constant folding: TVM's FoldConstant compiles every foldable call, seconds per network) and run
+    once per input.
     """
+    from hwnas.pipeline.lower import compile_module
     from hwnas.util import filtered_native_stderr
 
     flat = relax.transform.ToNonDataflow()(mod)
     main = flat["main"]
-    tensors = _tensor_vars(main)
     # ToNonDataflow keeps the bindings in order: the i-th tensor of ``flat`` is the i-th of ``mod``
-    originals = _tensor_vars(mod["main"])
+    pairs = [(o, v) for o, v in zip(_tensor_vars(mod["main"]), _tensor_vars(main))
+             if wanted is None or o in wanted]
+    originals = [o for o, _ in pairs]
+    tensors = [v for _, v in pairs] or [main.body.body]
     probe = relax.Function(main.params, relax.SeqExpr(main.body.blocks, relax.Tuple(tensors)),
                            ret_ty=relax.TupleType([v.ty for v in tensors]), is_pure=True)
+    probe = probe.with_attr("global_symbol", "main")
     probe_mod = tvm.IRModule({gv: f for gv, f in flat.functions_items() if gv.name_hint != "main"})
     probe_mod["main"] = probe
-    probe_mod = relax.transform.Normalize()(probe_mod)
-    with filtered_native_stderr():
-        ex = tvm.compile(probe_mod, target=tvm.target.Target({"kind": "llvm"}))
+    seq = tvm.transform.Sequential([
+        relax.transform.Normalize(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(), relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()])
+    target = tvm.target.Target({"kind": "llvm"})
+    with filtered_native_stderr(), target:
+        ex = compile_module(seq(probe_mod), target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     ranges = np.zeros(len(tensors) + 1)
     for x in batch:
@@ -180,10 +189,21 @@ class _Value:
     hi: float = math.inf
 
 
-def _const_array(expr) -> np.ndarray | None:
-    if isinstance(expr, tvm.ir.GenericConst):
-        return expr.value.numpy()
-    return None
+#: calls on constants the rewriter evaluates in numpy (the importer's clip bounds, bias reshapes,
+#: transposed weights), instead of TVM's FoldConstant, which compiles each of them
+_FOLDABLE = {
+    "relax.isnan": lambda a, call: np.isnan(a[0]),
+    "relax.where": lambda a, call: np.where(a[0], a[1], a[2]),
+    "relax.reshape": lambda a, call: a[0].reshape(tuple(int(v) for v in call.args[1].values)),
+    "relax.permute_dims": lambda a, call: np.transpose(
+        a[0], None if call.attrs.axes is None else [int(i) for i in call.attrs.axes]),
+    "relax.add": lambda a, call: a[0] + a[1],
+    "relax.subtract": lambda a, call: a[0] - a[1],
+    "relax.multiply": lambda a, call: a[0] * a[1],
+    "relax.divide": lambda a, call: a[0] / a[1],
+    "relax.negative": lambda a, call: -a[0],
+    "relax.sqrt": lambda a, call: np.sqrt(a[0]),
+}
 
 
 def _shape(expr) -> tuple[int, ...]:
@@ -202,9 +222,37 @@ class _Rewriter:
         self.values: dict[Any, _Value] = {}
         self.layer = 0
         self.float_ops: list[str] = []
+        #: vars whose value the rewriter folded to a constant
+        self.consts: dict[Any, np.ndarray] = {}
+        #: vars whose calibrated range the rewrite asked for
+        self.requested: set = set()
+
+    def const_array(self, expr) -> np.ndarray | None:
+        if isinstance(expr, tvm.ir.GenericConst):
+            return expr.value.numpy()
+        if isinstance(expr, relax.Var):
+            return self.consts.get(expr)
+        return None
+
+    def fold(self, var, call) -> bool:
+        """Evaluate ``call`` in numpy when it is foldable and its tensor arguments are constants."""
+        op = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+        rule = _FOLDABLE.get(op)
+        if rule is None:
+            return False
+        n = 1 if op in ("relax.reshape", "relax.permute_dims", "relax.isnan", "relax.negative", "relax.sqrt") else (
+            3 if op == "relax.where" else 2)
+        arrays = [self.const_array(a) for a in call.args[:n]]
+        if any(a is None for a in arrays):
+            return False
+        value = np.asarray(rule(arrays, call))
+        dtype = str(var.ty.dtype)
+        self.consts[var] = value.astype("bool" if dtype == "bool" else dtype)
+        return True
 
     # ---- scales and conversions
     def scale_of(self, var) -> float:
+        self.requested.add(var)
         r = self.ranges.get(var, 0.0)
         return (r if r > 0 else 1.0) / self.qmax
 
@@ -274,7 +322,7 @@ class _Rewriter:
         op = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
         args = list(call.args)
         if op == "relax.nn.conv2d":
-            w = _const_array(args[1])
+            w = self.const_array(args[1])
             a = call.attrs
             x = self.arg(args[0])
             if w is not None and x is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
@@ -287,7 +335,7 @@ class _Rewriter:
                     groups=int(a.groups), data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
                 return _Value(out, "acc", xq.scale * ws.reshape(1, -1, 1, 1), var)
         if op == "relax.matmul":
-            w = _const_array(args[1])
+            w = self.const_array(args[1])
             x = self.arg(args[0])
             if w is not None and w.ndim == 2 and x is not None:
                 xq = self.as_int(x)
@@ -298,7 +346,7 @@ class _Rewriter:
                 return _Value(out, "acc", xq.scale * ws.reshape((1,) * (nd - 1) + (-1,)), var)
         if op == "relax.add":
             a, b = self.arg(args[0]), self.arg(args[1])
-            ca, cb = _const_array(args[0]), _const_array(args[1])
+            ca, cb = self.const_array(args[0]), self.const_array(args[1])
             acc, bias = (a, cb) if a is not None and a.kind == "acc" and cb is not None else (
                 (b, ca) if b is not None and b.kind == "acc" and ca is not None else (None, None))
             if acc is not None and not math.isfinite(acc.lo) and not math.isfinite(acc.hi):
@@ -374,7 +422,7 @@ class _Rewriter:
             # TVM's ONNX importer lowers Clip to TOPI maximum/minimum with a scalar bound
             name = call.args[0].name_hint.rstrip("0123456789")
             inner = list(call.args[1].fields) if isinstance(call.args[1], relax.Tuple) else []
-            bound = _const_array(inner[1]) if len(inner) == 2 else None
+            bound = self.const_array(inner[1]) if len(inner) == 2 else None
             if bound is not None and bound.size == 1 and name in ("maximum", "minimum"):
                 v = float(bound.reshape(()))
                 return (v, math.inf, inner[0]) if name == "maximum" else (-math.inf, v, inner[0])
@@ -385,6 +433,9 @@ class _Rewriter:
         def sub(expr):
             if isinstance(expr, relax.Tuple):
                 return relax.Tuple([sub(f) for f in expr.fields])
+            if expr in self.consts:
+                value = self.consts[expr]
+                return relax.const(value, str(value.dtype))
             v = self.arg(expr)
             return self.as_float(v) if v is not None else expr
 
@@ -410,7 +461,8 @@ class _Rewriter:
                     for b in block.bindings:
                         value = b.value
                         if isinstance(value, relax.Call):
-                            self.values[b.var] = self.rewrite(b.var, value)
+                            if not self.fold(b.var, value):
+                                self.values[b.var] = self.rewrite(b.var, value)
                         elif isinstance(value, relax.Var) and value in self.values:
                             self.values[b.var] = self.values[value]
                         else:
@@ -466,7 +518,6 @@ class QuantizeModule:
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if quantization_info(mod) is not None:
             return mod
-        mod = relax.transform.FoldConstant()(mod)
         if len(mod["main"].params) != 1:
             raise InvalidConfigError(f"quantization needs a model with one input, got {len(mod['main'].params)}")
         shape = _shape(mod["main"].params[0])
@@ -477,7 +528,9 @@ class QuantizeModule:
         if tuple(batch.shape[1:]) != tuple(shape[1:]):
             raise InvalidConfigError(
                 f"calibration inputs have shape {tuple(batch.shape[1:])}, the model takes {shape[1:]}")
-        ranges = calibrate(mod, batch)
+        dry = _Rewriter(mod, {}, self.spec)  # which tensors need a range
+        dry.run()
+        ranges = calibrate(mod, batch, dry.requested)
         return _Rewriter(mod, ranges, self.spec).run()
 
 

@@ -37,7 +37,7 @@ from hwnas.metrics import METRICS, canonical
 
 log = logging.getLogger(__name__)
 
-FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "random")
+FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", "random")
 #: nsga2's surrogate: ``xgb`` screens a large pool of candidates per generation with a bootstrap XGBoost
 #: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("xgb", "none")
@@ -574,8 +574,8 @@ class Search:
         self.objectives = resolve_terms(config.objectives, self.evaluator.targets, has_accuracy=has_acc)
         self.checks = resolve_bounds([Bound.parse(c) for c in config.constraints], self.evaluator.targets,
                                      has_accuracy=has_acc)
-        if config.formulation in ("constrained",) and not self.checks:
-            raise InvalidConfigError("the constrained formulation needs at least one --constraint")
+        if config.formulation in ("constrained", "fit-first") and not self.checks:
+            raise InvalidConfigError(f"the {config.formulation} formulation needs at least one --constraint")
         if config.formulation in ("scalarized", "two-stage"):
             if not any(t.metric == "accuracy" for t in self.objectives) or len(self.objectives) < 2:
                 raise InvalidConfigError(
@@ -727,16 +727,22 @@ class Search:
                        xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
 
     def _ga(self, algorithm, fitness: Callable[[Point | None], list[float]], n_obj: int, limit: int,
-            seed: int | None = None) -> None:
+            seed: int | None = None, allowed: Sequence[Sequence[int]] | None = None) -> None:
+        """Run ``algorithm`` until ``limit`` points are evaluated; ``allowed``: the values each gene may
+        take (all when None); the algorithm then searches indices into them."""
         from pymoo.core.termination import NoTermination
 
-        cards = np.array(self.joint.cardinalities)
+        if allowed is None:
+            allowed = [list(range(c)) for c in self.joint.cardinalities]
+        table = [np.asarray(a, dtype=int) for a in allowed]
+        cards = np.array([len(a) for a in table])
         problem = self._problem(cards, n_obj)
         algorithm.setup(problem, termination=NoTermination(), seed=self.config.seed if seed is None else seed)
         stale = 0
         while self.evaluated < limit and stale < MAX_STALE_GENERATIONS:
             pop = algorithm.ask()
-            X = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
+            index = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
+            X = np.stack([table[i][index[:, i]] for i in range(len(table))], axis=1)
             before = self.evaluated
             pts = self.evaluate(X, limit=limit)
             pop.set("F", np.array([fitness(p) for p in pts], dtype=float))
@@ -936,6 +942,34 @@ class Search:
                     break
                 X = [self.joint.join(genome, [t.hardware_space.sample(rng) for t in self.joint.targets])
                      for _ in range(share - self.evaluated)]
+
+    def _fit_first(self) -> None:
+        """MCUNet-style two stages (Lin et al., "MCUNet: Tiny Deep Learning on IoT Devices", NeurIPS 2020):
+        first narrow the space to what fits the constraints (memory), then search inside it.
+
+        Stage 1 evaluates a third of the budget (at least a population) at random and keeps, for every
+        architecture gene, the values that occur in points meeting every constraint (when none does, in
+        the quarter with the smallest violation); stage 2 runs NSGA-II over those values only (the
+        hardware genes keep all theirs). ``narrowed`` records the values kept.
+        """
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        first = min(cfg.budget, max(cfg.pop_size, cfg.budget // 3))
+        self.evaluate([self.joint.sample(rng) for _ in range(first)], limit=first)
+        done = [p for p in self.all_points() if p.status == "ok"]
+        fits = [p for p in done if max(self.G(p)) <= 0]
+        keep = fits or sorted(done, key=lambda p: sum(max(0.0, g) for g in self.G(p)))[: max(1, len(done) // 4)]
+        n = self.joint.arch_size
+        allowed = [sorted({p.x[i] for p in keep}) if keep else list(range(c))
+                   for i, c in enumerate(self.joint.cardinalities[:n])]
+        allowed += [list(range(c)) for c in self.joint.cardinalities[n:]]
+        self.narrowed = allowed
+        log.info("fit-first: %d of %d stage-1 points fit; gene values kept: %s", len(fits), len(done),
+                 [len(a) for a in allowed[:n]])
+        algorithm = NSGA2(pop_size=cfg.pop_size, **_operators())
+        self._ga(algorithm, self.F, len(self.objectives), cfg.budget, allowed=allowed)
 
     # -- run -----------------------------------------------------------------------------------
     def run(self) -> list[Point]:

@@ -8,8 +8,8 @@ The path of a candidate:
 * schedule pass: :class:`~hwnas.passes.schedule_mcu.ScheduleMcu` (stages
   inlined, the accumulator tiled over ``tile`` channels, zero padding inline
   or buffered);
-* build: the host LLVM build of the int8 module (the reference, and what the
-  accuracy hook runs) and TVM's C code of the kernels; the memory plan
+* build: TVM's C code of the kernels (and, when asked, the host LLVM build
+  of the same int8 module: the reference); the memory plan
   (:mod:`hwnas.targets.mcu_plan`: execution order, in-place depthwise, one
   arena);
 * cost (``model``, the default): ``peak_memory_kb`` = arena (activations,
@@ -151,7 +151,7 @@ class McuTarget(Target):
         import tvm
 
         from hwnas.passes.quantize import quantization_info
-        from hwnas.pipeline.lower import compile_module, prim_funcs
+        from hwnas.pipeline.lower import prim_funcs
         from hwnas.targets import mcu_plan, workloads
 
         quant = quantization_info(mod)
@@ -159,8 +159,6 @@ class McuTarget(Target):
             raise CompileError(f"{self.spec}: the module is not quantized (QuantizeModule did not run)")
         tgt = self.tvm_target(hw)
         try:
-            with filtered_native_stderr(), tgt:
-                ex = compile_module(mod, tgt)
             funcs = prim_funcs(mod)
             c_mod = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()})
             with filtered_native_stderr(), tvm.transform.PassContext(config={"tirx.disable_assert": True}):
@@ -180,7 +178,7 @@ class McuTarget(Target):
             raise CompileError(f"{self.spec}: no C code for kernel(s) {', '.join(sorted(missing))}")
         inputs, outputs = analysis.io_signature(mod)
         return McuBuilt(
-            module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs,
+            module=mod, executable=None, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs,
             c_source=c_source, graph=graph, plan=plan,
             workspace_heap=max(ws[f]["heap"] for f in used), workspace_stack=max(ws[f]["stack"] for f in used),
             quantization=quant, workloads=wls,
@@ -252,12 +250,25 @@ class McuTarget(Target):
             x = calibration_batch(shape, source="normal", count=1, seed=1)
         return quantize_input(x, built.quantization["input_scale"])
 
+    def host_executable(self, built: McuBuilt):
+        """The same integer module compiled with LLVM for this machine (built on first use: the
+        cost does not need it)."""
+        if built.executable is None:
+            from hwnas.pipeline.lower import compile_module
+
+            try:
+                with filtered_native_stderr(), built.tvm_target:
+                    built.executable = compile_module(built.module, built.tvm_target)
+            except Exception as exc:  # TVM's errors are not typed usefully
+                raise CompileError(f"compiling the host reference for {self.spec} failed: {error_line(exc)}") from None
+        return built.executable
+
     def run_reference(self, built: McuBuilt, x_q: np.ndarray) -> np.ndarray:
         """The host int8 reference: the same integer module compiled with LLVM, run in the VM."""
         import tvm
         from tvm import relax
 
-        vm = relax.VirtualMachine(built.executable, tvm.cpu())
+        vm = relax.VirtualMachine(self.host_executable(built), tvm.cpu())
         return vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x_q))).numpy()
 
     def write_c(self, built: McuBuilt, folder: Path, x_q: np.ndarray | None = None) -> dict[str, Path]:
@@ -278,7 +289,7 @@ class McuTarget(Target):
         files["expected_output"] = ref
         lib = out_dir / "model.so"
         with filtered_native_stderr():
-            built.executable.export_library(str(lib))
+            self.host_executable(built).export_library(str(lib))
         files["library"] = lib
         return files
 

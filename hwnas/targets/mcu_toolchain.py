@@ -54,8 +54,9 @@ def make(bundle: Path, *targets: str, timeout_s: float = 300.0) -> None:
     except subprocess.TimeoutExpired:
         raise CompileError(f"building the MCU bundle took more than {timeout_s:.0f} s") from None
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "error" in ln.lower()] or \
-            (proc.stderr + proc.stdout).strip().splitlines()[-1:]
+        text = (proc.stderr + proc.stdout).splitlines()
+        lines = ([ln for ln in text if "overflowed" in ln or "will not fit" in ln]
+                 or [ln for ln in text if "error" in ln.lower() and "collect2" not in ln] or text[-1:])
         raise CompileError(f"building the MCU bundle failed: {lines[0].strip() if lines else 'make failed'}")
 
 
