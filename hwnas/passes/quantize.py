@@ -206,6 +206,13 @@ _FOLDABLE = {
 }
 
 
+def _scalar(expr) -> float:
+    """The number of a PrimValue / IntImm / FloatImm argument."""
+    while hasattr(expr, "value") and not isinstance(expr, (int, float)):
+        expr = expr.value
+    return float(expr)
+
+
 def _shape(expr) -> tuple[int, ...]:
     return tuple(int(v) for v in expr.ty.shape.values)
 
@@ -417,7 +424,7 @@ class _Rewriter:
         if op == "relax.nn.relu":
             return 0.0, math.inf, call.args[0]
         if op == "relax.clip":
-            return float(call.args[1].value), float(call.args[2].value), call.args[0]
+            return _scalar(call.args[1]), _scalar(call.args[2]), call.args[0]
         if op == "relax.call_tir" and isinstance(call.args[0], tvm.ir.GlobalVar):
             # TVM's ONNX importer lowers Clip to TOPI maximum/minimum with a scalar bound
             name = call.args[0].name_hint.rstrip("0123456789")

@@ -574,7 +574,7 @@ class Search:
         self.objectives = resolve_terms(config.objectives, self.evaluator.targets, has_accuracy=has_acc)
         self.checks = resolve_bounds([Bound.parse(c) for c in config.constraints], self.evaluator.targets,
                                      has_accuracy=has_acc)
-        if config.formulation in ("constrained", "fit-first") and not self.checks:
+        if config.formulation in ("constrained",) and not self.checks:
             raise InvalidConfigError(f"the {config.formulation} formulation needs at least one --constraint")
         if config.formulation in ("scalarized", "two-stage"):
             if not any(t.metric == "accuracy" for t in self.objectives) or len(self.objectives) < 2:
@@ -950,7 +950,8 @@ class Search:
         Stage 1 evaluates a third of the budget (at least a population) at random and keeps, for every
         architecture gene, the values that occur in points meeting every constraint (when none does, in
         the quarter with the smallest violation); stage 2 runs NSGA-II over those values only (the
-        hardware genes keep all theirs). ``narrowed`` records the values kept.
+        hardware genes keep all theirs). ``narrowed`` records the values kept. Without constraints
+        nothing is narrowed (stage 2 is NSGA-II over the whole space).
         """
         from pymoo.algorithms.moo.nsga2 import NSGA2
 
@@ -961,6 +962,8 @@ class Search:
         done = [p for p in self.all_points() if p.status == "ok"]
         fits = [p for p in done if max(self.G(p)) <= 0]
         keep = fits or sorted(done, key=lambda p: sum(max(0.0, g) for g in self.G(p)))[: max(1, len(done) // 4)]
+        if not self.checks:  # nothing to fit: no narrowing
+            keep = []
         n = self.joint.arch_size
         allowed = [sorted({p.x[i] for p in keep}) if keep else list(range(c))
                    for i, c in enumerate(self.joint.cardinalities[:n])]
