@@ -303,3 +303,23 @@ def test_search_with_memory_constraints(tmp_path, formulation):
         assert m["peak_memory_kb"] > 0 and m["flash_kb"] > 0 and "accuracy" in m
     if formulation == "fit-first":
         assert len(search.narrowed) == search.joint.size
+
+
+@needs_toolchain
+@pytest.mark.slow
+@pytest.mark.parametrize("board,hw", [
+    ("stm32f746", {"tile": 4, "tile_rows": 2, "pad": "inline", "inplace_dw": "on"}),
+    ("stm32h743", {"tile": 0, "pad": "buffer", "inplace_dw": "off", "exec_order": "program"}),
+    ("nrf52840", {"tile": 16, "tile_rows": 1, "pad": "buffer", "inplace_dw": "on"}),
+])
+def test_mbv2_bundles_under_qemu_equal_the_reference(tmp_path, board, hw):
+    from hwnas.arch import get_space
+
+    space = get_space("mbv2", resolutions=(64,), widths=(0.35,))
+    genome = space.sample(np.random.default_rng(len(board)))
+    target = get_target(f"mcu:{board}")
+    ev = evaluate(Candidate.from_space(space, genome, hw), target)
+    _, run = _bundle_run(target, ev, tmp_path)
+    expected = target.run_reference(ev.built, target.reference_input(ev.built)).ravel().tolist()
+    assert run.output == expected
+    assert run.workspace_peak <= ev.built.workspace_heap
