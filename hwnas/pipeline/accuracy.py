@@ -77,6 +77,10 @@ class AccuracyResult:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+#: a target's deployment of a trained network: (model, input shape, calibration inputs) -> predict
+Deploy = Callable[[nn.Module, Sequence[int], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
 class AccuracyEvaluator(abc.ABC):
     """Gives a network of a space its ``accuracy``: top-1 % or, for a proxy, a score."""
 
@@ -89,14 +93,31 @@ class AccuracyEvaluator(abc.ABC):
     #: the option that the ``name:value`` form of a spec sets (``"table:cifar100"``)
     spec_option: ClassVar[str | None] = None
 
-    def evaluate(self, space: ArchSpace, genome: Sequence[int]) -> float:
-        """The accuracy of the network of ``genome`` in ``space``."""
-        return self.evaluate_detailed(space, genome).accuracy
+    #: True when the evaluator measures the network it trained, so that it can measure the network a
+    #: target deploys instead (``deploy``, see :meth:`evaluate_detailed`); False for tables and proxies
+    uses_deployment: ClassVar[bool] = False
 
-    def evaluate_detailed(self, space: ArchSpace, genome: Sequence[int]) -> AccuracyResult:
-        """The accuracy with the seconds it took and the evaluator's details."""
+    def evaluate(self, space: ArchSpace, genome: Sequence[int], *, deploy: Deploy | None = None) -> float:
+        """The accuracy of the network of ``genome`` in ``space``."""
+        return self.evaluate_detailed(space, genome, deploy=deploy).accuracy
+
+    def evaluate_detailed(
+        self, space: ArchSpace, genome: Sequence[int], *, deploy: Deploy | None = None
+    ) -> AccuracyResult:
+        """The accuracy with the seconds it took and the evaluator's details.
+
+        ``deploy(model, input_shape, calibration)`` (a target's
+        :meth:`~hwnas.targets.Target.deploy_network`) turns the trained torch
+        network into the function the device computes (e.g. int8); an
+        evaluator with :attr:`uses_deployment` measures that function instead
+        of the float network; the others ignore it.
+        """
         start = time.perf_counter()
-        value, details = self._evaluate(space, space.validate(genome))
+        genome = space.validate(genome)
+        if deploy is not None and self.uses_deployment:
+            value, details = self._evaluate(space, genome, deploy=deploy)
+        else:
+            value, details = self._evaluate(space, genome)
         value = float(value)
         if not math.isfinite(value):
             raise RunError(f"accuracy evaluator {self.name} gave a non-finite value for {list(genome)}")
@@ -554,6 +575,9 @@ class TrainAccuracy(AccuracyEvaluator):
     name = "train"
     description = "short seeded training on digits (bundled) or a user .npz; top-1 % on the held-out split"
     spec_option = "data"
+    uses_deployment = True
+    #: training images that calibrate a deployed (quantized) network
+    calibration_images = 64
 
     def __init__(
         self,
@@ -637,7 +661,9 @@ class TrainAccuracy(AccuracyEvaluator):
             nesterov=self.momentum > 0, weight_decay=self.weight_decay,
         )
 
-    def _evaluate(self, space: ArchSpace, genome: tuple[int, ...]) -> tuple[float, dict[str, Any]]:
+    def _evaluate(
+        self, space: ArchSpace, genome: tuple[int, ...], deploy: Deploy | None = None
+    ) -> tuple[float, dict[str, Any]]:
         data = _image_data(self.data, split_seed=self.split_seed, test_fraction=self.test_fraction)
         _check_classes(data, space)
         shape = space.input_shape(genome)
@@ -681,7 +707,13 @@ class TrainAccuracy(AccuracyEvaluator):
             train_s = time.perf_counter() - start
             if not diverged:
                 self._recalibrate_batchnorm(model, data, shape, order_gen)
-            correct = self._count_correct(model, data, shape)
+            if deploy is not None and not diverged:
+                model.eval()
+                calibration = _to_input(data.x_train[: self.calibration_images], shape).numpy()
+                predict = deploy(model, shape, calibration)
+                correct = self._count_correct_deployed(predict, data, shape)
+            else:
+                correct = self._count_correct(model, data, shape)
         accuracy = 100.0 * correct / len(data.y_test)
         details = {
             "steps": steps,
@@ -692,8 +724,22 @@ class TrainAccuracy(AccuracyEvaluator):
             "train_samples": n,
             "test_samples": len(data.y_test),
             "classes": k,
+            "deployed": deploy is not None and not diverged,
         }
         return accuracy, details
+
+    @staticmethod
+    def _count_correct_deployed(predict: Callable[[np.ndarray], np.ndarray], data: _ImageData,
+                                shape: Sequence[int]) -> int:
+        """Correct test predictions of a deployed network (``predict``: float inputs -> logits)."""
+        k = data.num_classes
+        correct = 0
+        for begin in range(0, len(data.y_test), 256):
+            x = _to_input(data.x_test[begin : begin + 256], shape).numpy()
+            logits = np.asarray(predict(x))[:, :k]
+            hit = (logits.argmax(axis=1) == data.y_test[begin : begin + 256].numpy()) & np.isfinite(logits).all(axis=1)
+            correct += int(hit.sum())
+        return correct
 
     def _recalibrate_batchnorm(
         self, model: nn.Module, data: _ImageData, shape: Sequence[int], gen: torch.Generator

@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", default="accuracy,latency_ms",
                    help="comma-separated metrics (default accuracy,latency_ms); metric@target names one target")
     p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
-    p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, random")
+    p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, fit-first (MCUNet: narrow to what fits, then NSGA-II), random")
     p.add_argument("--surrogate", default="xgb",
                    help="nsga2: xgb (default: a bootstrap XGBoost ensemble screens a large pool of offspring "
                         "each generation and only the most promising are evaluated) or none (plain NSGA-II)")

@@ -37,7 +37,7 @@ from hwnas.metrics import METRICS, canonical
 
 log = logging.getLogger(__name__)
 
-FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "random")
+FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", "random")
 #: nsga2's surrogate: ``xgb`` screens a large pool of candidates per generation with a bootstrap XGBoost
 #: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("xgb", "none")
@@ -269,15 +269,23 @@ class PointEvaluator:
             return Candidate.from_space(self.space, genome, hw)
         return Candidate.from_onnx(self.config.onnx, hw)
 
-    def accuracy_of(self, genome: tuple[int, ...]) -> float | None:
+    def accuracy_of(self, genome: tuple[int, ...], target=None, hw: dict[str, Any] | None = None) -> float | None:
+        """The architecture's accuracy; on a ``target`` that deploys other numerics than the float
+        network (:meth:`~hwnas.targets.Target.deployment_key`), the deployed network's, when the
+        evaluator can measure it."""
         if self.accuracy is None:
             return None
-        key = json.dumps(list(genome))
+        deployment = target.deployment_key(hw) if target is not None and self.accuracy.uses_deployment else None
+        key = json.dumps(list(genome)) if deployment is None else json.dumps([list(genome), deployment])
         cached = self.store.get(self.accuracy_namespace, key)
         if cached is not None:
             return float(cached)
+        deploy = None
+        if deployment is not None:
+            def deploy(model, shape, calibration):
+                return target.deploy_network(model, shape, calibration, hw)
         with self.gate.busy():
-            value = float(self.accuracy.evaluate(self.space, genome))
+            value = float(self.accuracy.evaluate(self.space, genome, deploy=deploy))
         self.store.put(self.accuracy_namespace, key, value)
         return value
 
@@ -296,13 +304,14 @@ class PointEvaluator:
             return {"accuracy": self.accuracy_of(tuple(genome))}
         started = time.time()
         result: dict[str, Any] = {"metrics": {}, "error": None}
-        try:
-            acc = self.accuracy_of(tuple(genome))
-        except Exception as exc:
-            acc, result["error"] = None, f"accuracy: {exc}"
         for target, hw in zip(self.targets, hws):
             cand = self.candidate(genome, hw)
             key = cand.key(hw)
+            if result["error"] is None:
+                try:
+                    acc = self.accuracy_of(tuple(genome), target, hw)
+                except Exception as exc:
+                    acc, result["error"] = None, f"accuracy: {exc}"
             if result["error"] is not None:
                 self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
                 continue
@@ -588,7 +597,7 @@ class Search:
         self.checks = resolve_bounds([Bound.parse(c) for c in config.constraints], self.evaluator.targets,
                                      has_accuracy=has_acc)
         if config.formulation in ("constrained",) and not self.checks:
-            raise InvalidConfigError("the constrained formulation needs at least one --constraint")
+            raise InvalidConfigError(f"the {config.formulation} formulation needs at least one --constraint")
         if config.formulation in ("scalarized", "two-stage"):
             if not any(t.metric == "accuracy" for t in self.objectives) or len(self.objectives) < 2:
                 raise InvalidConfigError(
@@ -781,16 +790,22 @@ class Search:
                        xl=np.zeros(len(cards)), xu=cards - 1, vtype=int)
 
     def _ga(self, algorithm, fitness: Callable[[Point | None], list[float]], n_obj: int, limit: int,
-            seed: int | None = None) -> None:
+            seed: int | None = None, allowed: Sequence[Sequence[int]] | None = None) -> None:
+        """Run ``algorithm`` until ``limit`` points are evaluated; ``allowed``: the values each gene may
+        take (all when None); the algorithm then searches indices into them."""
         from pymoo.core.termination import NoTermination
 
-        cards = np.array(self.joint.cardinalities)
+        if allowed is None:
+            allowed = [list(range(c)) for c in self.joint.cardinalities]
+        table = [np.asarray(a, dtype=int) for a in allowed]
+        cards = np.array([len(a) for a in table])
         problem = self._problem(cards, n_obj)
         algorithm.setup(problem, termination=NoTermination(), seed=self.config.seed if seed is None else seed)
         stale = 0
         while self.evaluated < limit and stale < MAX_STALE_GENERATIONS:
             pop = algorithm.ask()
-            X = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
+            index = np.clip(np.rint(pop.get("X")).astype(int), 0, cards - 1)
+            X = np.stack([table[i][index[:, i]] for i in range(len(table))], axis=1)
             before = self.evaluated
             pts = self.evaluate(X, limit=limit)
             pop.set("F", np.array([fitness(p) for p in pts], dtype=float))
@@ -990,6 +1005,37 @@ class Search:
                     break
                 X = [self.joint.join(genome, [t.hardware_space.sample(rng) for t in self.joint.targets])
                      for _ in range(share - self.evaluated)]
+
+    def _fit_first(self) -> None:
+        """MCUNet-style two stages (Lin et al., "MCUNet: Tiny Deep Learning on IoT Devices", NeurIPS 2020):
+        first narrow the space to what fits the constraints (memory), then search inside it.
+
+        Stage 1 evaluates a third of the budget (at least a population) at random and keeps, for every
+        architecture gene, the values that occur in points meeting every constraint (when none does, in
+        the quarter with the smallest violation); stage 2 runs NSGA-II over those values only (the
+        hardware genes keep all theirs). ``narrowed`` records the values kept. Without constraints
+        nothing is narrowed (stage 2 is NSGA-II over the whole space).
+        """
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        first = min(cfg.budget, max(cfg.pop_size, cfg.budget // 3))
+        self.evaluate([self.joint.sample(rng) for _ in range(first)], limit=first)
+        done = [p for p in self.all_points() if p.status == "ok"]
+        fits = [p for p in done if max(self.G(p)) <= 0]
+        keep = fits or sorted(done, key=lambda p: sum(max(0.0, g) for g in self.G(p)))[: max(1, len(done) // 4)]
+        if not self.checks:  # nothing to fit: no narrowing
+            keep = []
+        n = self.joint.arch_size
+        allowed = [sorted({p.x[i] for p in keep}) if keep else list(range(c))
+                   for i, c in enumerate(self.joint.cardinalities[:n])]
+        allowed += [list(range(c)) for c in self.joint.cardinalities[n:]]
+        self.narrowed = allowed
+        log.info("fit-first: %d of %d stage-1 points fit; gene values kept: %s", len(fits), len(done),
+                 [len(a) for a in allowed[:n]])
+        algorithm = NSGA2(pop_size=cfg.pop_size, **_operators())
+        self._ga(algorithm, self.F, len(self.objectives), cfg.budget, allowed=allowed)
 
     # -- run -----------------------------------------------------------------------------------
     def run(self) -> list[Point]:

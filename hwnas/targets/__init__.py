@@ -49,9 +49,10 @@ def _load_builtins() -> None:
     _loaded = True
     from hwnas.targets.cpu import CpuTarget
     from hwnas.targets.gpu import GpuTarget
+    from hwnas.targets.mcu import McuTarget
     from hwnas.targets.published import PublishedTarget
 
-    for cls in (CpuTarget, GpuTarget, PublishedTarget):
+    for cls in (CpuTarget, GpuTarget, McuTarget, PublishedTarget):
         if _REGISTRY.get(cls.name) is not cls:
             register(cls)
     _load_entry_points()

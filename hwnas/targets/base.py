@@ -144,6 +144,17 @@ class Target(abc.ABC):
         """Write the deployable files into ``out_dir``; return role -> path."""
         raise InvalidConfigError(f"target {self.spec} emits no artifacts")
 
+    def deployment_key(self, hw: dict[str, Any]) -> str | None:
+        """None when the device computes what the float network computes; otherwise a key naming the
+        numerics it runs instead (e.g. int8 quantization), for accuracy evaluators that can measure
+        the deployed network through :meth:`deploy_network` (and cache it under this key)."""
+        return None
+
+    def deploy_network(self, model, input_shape, calibration, hw: dict[str, Any]):
+        """A function ``float inputs (N, ...) -> outputs (N, ...)`` computing what the device computes
+        for the trained torch ``model`` (targets whose :meth:`deployment_key` is not None)."""
+        raise InvalidConfigError(f"target {self.spec} runs the network as trained")
+
     def runtime_info(self, built: Built) -> dict[str, Any]:
         """What a loader needs to run the emitted library with the stock TVM runtime
         (written into the manifest): ``{"device": "cpu", ...}``."""

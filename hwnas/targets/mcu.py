@@ -1,0 +1,351 @@
+"""Microcontrollers (``mcu:<board>``): int8 networks as self-contained C for Cortex-M.
+
+The path of a candidate:
+
+* graph pass: :class:`~hwnas.passes.quantize.QuantizeModule` (post-training
+  int8 quantization calibrated on data: per-channel weights, per-tensor
+  activations; the compiled TIR is the integer computation);
+* schedule pass: :class:`~hwnas.passes.schedule_mcu.ScheduleMcu` (stages
+  inlined, the accumulator tiled over ``tile`` channels, zero padding inline
+  or buffered);
+* build: TVM's C code of the kernels (and, when asked, the host LLVM build
+  of the same int8 module: the reference); the memory plan
+  (:mod:`hwnas.targets.mcu_plan`: execution order, in-place depthwise, one
+  arena);
+* cost (``model``, the default): ``peak_memory_kb`` = arena (activations,
+  input and output) + the largest kernel workspace (heap and stack arrays of
+  the generated C); ``flash_kb`` = text + data of ``model.o`` and
+  ``kernels.o`` cross-compiled with ``arm-none-eabi-gcc -O2`` (weights and
+  code), by ``arm-none-eabi-size``; ``latency_ms`` = an **estimate** from
+  :data:`CYCLE_MODEL`; ``emulate`` builds the whole bundle and runs it under
+  QEMU with ``-icount`` (one virtual ns per instruction): the instruction count
+  times the core's CPI;
+* emit: the C bundle (:mod:`hwnas.targets.mcu_bundle`), the host reference
+  library ``model.so`` and the expected output of the bundle's input.
+
+HSS knobs: ``exec_order`` (``program`` or ``min_memory``), ``inplace_dw``,
+``tile``, ``tile_rows`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`). Patch-based
+execution of the first stages (MCUNetV2) is not implemented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import CompileError, InvalidConfigError
+from hwnas.hss import ChoiceParam, HardwareSpace
+from hwnas.targets import analysis
+from hwnas.targets.base import Built, Target
+from hwnas.targets.boards import BOARDS, Board, get_board
+from hwnas.util import error_line, filtered_native_stderr
+
+#: (instructions per multiply-accumulate, per output element) of TVM's scalar C kernels compiled with
+#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind and pad mode, and instructions per element of an
+#: elementwise kernel: least-squares fits of per-kernel instruction counts measured under QEMU 7.2
+#: (mps2-an500, -icount shift=0) over 6 mbv2 networks (64/96 px, width 0.35/0.5), 2026-11-27;
+#: benchmarks/mcu_cycle_model.py re-measures them
+INSTRUCTIONS_PER_MAC = {
+    ("conv2d", "inline"): (7.75, 91.3),
+    ("conv2d", "buffer"): (8.15, 62.4),
+    ("depthwise_conv2d", "inline"): (15.2, 98.7),
+    ("depthwise_conv2d", "buffer"): (11.0, 69.1),
+    ("dense", "inline"): (6.05, 0.0),
+    ("dense", "buffer"): (6.05, 0.0),
+}
+INSTRUCTIONS_PER_ELEMENT = 14.8
+#: cycles per instruction of integer loop code: Cortex-M4 issues one instruction per cycle with 2-cycle
+#: loads (Arm Cortex-M4 Technical Reference Manual r0p1, 2010, ch. 3 "Instruction timing"); Cortex-M7
+#: dual-issues (Arm Cortex-M7 Technical Reference Manual r1p2, 2018, 1.2 "Features"); the values assume
+#: zero-wait-state memories (TCM / flash accelerator), as on the listed boards
+CYCLES_PER_INSTRUCTION = {"cortex-m4": 1.25, "cortex-m7": 0.8}
+CYCLE_MODEL = (
+    "latency_ms is an estimate: instructions (per-MAC and per-element counts of the generated C, measured "
+    "under QEMU -icount) x cycles per instruction of the core / clock"
+)
+
+
+@dataclasses.dataclass
+class McuBuilt(Built):
+    """A module built for a microcontroller: the host reference plus what the C bundle needs."""
+
+    c_source: str = ""
+    graph: Any = None
+    plan: Any = None
+    #: largest kernel workspace: TVMBackendAllocWorkspace bytes and stack arrays
+    workspace_heap: int = 0
+    workspace_stack: int = 0
+    quantization: dict[str, Any] = dataclasses.field(default_factory=dict)
+    workloads: list[Any] = dataclasses.field(default_factory=list)
+
+
+class _BoardNames:
+    """The registered boards, read when asked (a plugin may add boards after import)."""
+
+    def __get__(self, obj, owner) -> tuple[str, ...]:
+        return tuple(sorted(BOARDS))
+
+
+class McuTarget(Target):
+    """A Cortex-M board: int8 kernels as C, planned SRAM, cross-built flash, estimated latency."""
+
+    name = "mcu"
+    description = "Cortex-M microcontroller: int8 C bundle, planned SRAM, flash from arm-none-eabi, latency estimate"
+    metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "macs")
+    cost_methods = ("model", "emulate")
+    variants = _BoardNames()  # type: ignore[assignment]
+
+    #: calibration of the quantization pass when a module is compiled for cost or a bundle
+    #: (the accuracy hook calibrates on the evaluator's own training images)
+    calibration_source = "digits"
+    calibration_count = 16
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.board: Board = get_board(variant)
+        super().__init__(variant)
+
+
+    @functools.cached_property
+    def hardware_space(self) -> HardwareSpace:
+        from hwnas.passes.schedule_mcu import PAD_MODES
+        from hwnas.targets.mcu_plan import ORDERS
+
+        return HardwareSpace(
+            name=self.spec,
+            params={
+                "exec_order": ChoiceParam(ORDERS, default_value="min_memory",
+                                          doc="kernel execution order (min_memory: networkx search)"),
+                "inplace_dw": ChoiceParam(("off", "on"), default_value="on",
+                                          doc="depthwise convs write their output over their input"),
+                "tile": ChoiceParam((0, 1, 2, 4, 8, 16, 32), default_value=8,
+                                    doc="output channels per int32 accumulator tile (0: all)"),
+                "tile_rows": ChoiceParam((0, 1, 2, 4, 8), default_value=0,
+                                         doc="output rows per accumulator tile of a conv (0: all)"),
+                "pad": ChoiceParam(PAD_MODES, doc="zero padding: inline bounds test or a per-tile buffer"),
+            },
+        )
+
+    def tvm_target(self, hw: dict[str, Any]):
+        import tvm
+
+        return tvm.target.Target({"kind": "llvm"})
+
+    def graph_passes(self, hw: dict[str, Any]) -> list:
+        from hwnas.passes.quantize import QuantizeModule
+
+        return [QuantizeModule(source=self.calibration_source, count=self.calibration_count)]
+
+    def schedule_passes(self, hw: dict[str, Any]) -> list:
+        from hwnas.passes.schedule_mcu import ScheduleMcu
+
+        return [ScheduleMcu(hw)]
+
+    # ------------------------------------------------------------------ build
+    def build(self, mod, hw: dict[str, Any]) -> McuBuilt:
+        import tvm
+
+        from hwnas.passes.quantize import quantization_info
+        from hwnas.pipeline.lower import prim_funcs
+        from hwnas.targets import mcu_plan, workloads
+
+        quant = quantization_info(mod)
+        if quant is None:
+            raise CompileError(f"{self.spec}: the module is not quantized (QuantizeModule did not run)")
+        tgt = self.tvm_target(hw)
+        try:
+            funcs = prim_funcs(mod)
+            c_mod = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()})
+            with filtered_native_stderr(), tvm.transform.PassContext(config={"tirx.disable_assert": True}):
+                c_source = tvm.compile(c_mod, target=tvm.target.Target({"kind": "c"})).mod.inspect_source()
+        except Exception as exc:  # TVM's errors are not typed usefully
+            raise CompileError(f"compiling for {self.spec} failed: {error_line(exc)}") from None
+        graph = mcu_plan.kernel_graph(mod)
+        wls = workloads.extract(mod)
+        by_func = {w.func: w for w in wls}
+        depthwise = {i for i, c in enumerate(graph.calls) if _is_depthwise(by_func.get(c.func))}
+        plan = mcu_plan.plan_memory(graph, order_mode=hw["exec_order"], inplace_dw=hw["inplace_dw"] == "on",
+                                    depthwise=depthwise)
+        ws = mcu_plan.kernel_workspace(c_source)
+        used = {c.func for c in graph.calls}
+        missing = used - set(ws)
+        if missing:
+            raise CompileError(f"{self.spec}: no C code for kernel(s) {', '.join(sorted(missing))}")
+        inputs, outputs = analysis.io_signature(mod)
+        return McuBuilt(
+            module=mod, executable=None, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs,
+            c_source=c_source, graph=graph, plan=plan,
+            workspace_heap=max(ws[f]["heap"] for f in used), workspace_stack=max(ws[f]["stack"] for f in used),
+            quantization=quant, workloads=wls,
+        )
+
+    # ------------------------------------------------------------------ cost
+    def sram_bytes(self, built: McuBuilt) -> int:
+        """Arena (activations) + the largest kernel workspace (heap and stack arrays)."""
+        return built.plan.arena_bytes + built.workspace_heap + built.workspace_stack
+
+    def estimated_instructions(self, built: McuBuilt) -> float:
+        """The cycle model's instruction count of one inference (see :data:`INSTRUCTIONS_PER_MAC`)."""
+        pad = built.hw["pad"]
+        calls: dict[str, int] = {}
+        for c in built.graph.calls:
+            calls[c.func] = calls.get(c.func, 0) + 1
+        total = 0.0
+        for w in built.workloads:
+            n = calls.get(w.func, 0)
+            kind = "depthwise_conv2d" if _is_depthwise(w) else ("dense" if w.kind == "dense" else "conv2d")
+            out_elems = int(np.prod(w.spatial)) if w.spatial else 0
+            if w.macs:
+                per_mac, per_output = INSTRUCTIONS_PER_MAC[(kind, pad)]
+                total += n * (w.macs * per_mac + out_elems * per_output)
+            else:
+                total += n * int(np.prod(w.spatial + w.reduction)) * INSTRUCTIONS_PER_ELEMENT
+        return total
+
+    def latency_from_instructions(self, instructions: float) -> float:
+        cycles = instructions * CYCLES_PER_INSTRUCTION[self.board.core]
+        return cycles / (self.board.clock_mhz * 1e3)
+
+    def cost(self, built: McuBuilt, *, method: str) -> dict[str, float]:
+        method = self.cost_method(method)
+        from hwnas.targets import mcu_toolchain
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-mcu-") as tmp:
+            folder = Path(tmp)
+            self.write_c(built, folder)
+            if method == "emulate":
+                mcu_toolchain.require_tools(qemu=True)
+                mcu_toolchain.make(folder, "app.elf")
+            else:
+                mcu_toolchain.make(folder, "model.o", "kernels.o")
+            flash = mcu_toolchain.size(folder / "model.o", folder / "kernels.o").flash
+            if method == "emulate":
+                from hwnas.targets.mcu_bundle import QEMU_MACHINES, QEMU_SYSCLK_HZ
+
+                run = mcu_toolchain.run_qemu(folder, QEMU_MACHINES[self.board.core], self.board.core)
+                instructions = run.ticks * 1e9 / QEMU_SYSCLK_HZ
+            else:
+                instructions = self.estimated_instructions(built)
+        return {
+            "latency_ms": self.latency_from_instructions(instructions),
+            "peak_memory_kb": self.sram_bytes(built) / 1024,
+            "flash_kb": flash / 1024,
+            "params_kb": analysis.param_bytes(built.module) / 1024,
+        }
+
+    # ------------------------------------------------------------------ artifacts
+    def reference_input(self, built: McuBuilt) -> np.ndarray:
+        """The bundle's int8 input: the first calibration input, quantized."""
+        from hwnas.passes.quantize import calibration_batch, quantize_input
+
+        shape = built.graph.tensors[built.graph.input].shape
+        try:
+            x = calibration_batch(shape, source=self.calibration_source, count=1, seed=1)
+        except InvalidConfigError:
+            x = calibration_batch(shape, source="normal", count=1, seed=1)
+        return quantize_input(x, built.quantization["input_scale"])
+
+    def host_executable(self, built: McuBuilt):
+        """The same integer module compiled with LLVM for this machine (built on first use: the
+        cost does not need it)."""
+        if built.executable is None:
+            from hwnas.pipeline.lower import compile_module
+
+            try:
+                with filtered_native_stderr(), built.tvm_target:
+                    built.executable = compile_module(built.module, built.tvm_target)
+            except Exception as exc:  # TVM's errors are not typed usefully
+                raise CompileError(f"compiling the host reference for {self.spec} failed: {error_line(exc)}") from None
+        return built.executable
+
+    def run_reference(self, built: McuBuilt, x_q: np.ndarray) -> np.ndarray:
+        """The host int8 reference: the same integer module compiled with LLVM, run in the VM."""
+        import tvm
+        from tvm import relax
+
+        vm = relax.VirtualMachine(self.host_executable(built), tvm.cpu())
+        return vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x_q))).numpy()
+
+    def write_c(self, built: McuBuilt, folder: Path, x_q: np.ndarray | None = None) -> dict[str, Path]:
+        from hwnas.targets.mcu_bundle import write_bundle
+
+        if x_q is None:
+            x_q = self.reference_input(built)
+        return write_bundle(folder, board=self.board, tvm_c_source=built.c_source, graph=built.graph,
+                            plan=built.plan, workspace_bytes=built.workspace_heap, x_q=x_q)
+
+    def emit(self, built: McuBuilt, out_dir: Path) -> dict[str, Path]:
+        out_dir = Path(out_dir)
+        x_q = self.reference_input(built)
+        files = {f"c:{name}": path for name, path in self.write_c(built, out_dir, x_q).items()}
+        expected = self.run_reference(built, x_q)
+        ref = out_dir / "expected_output.txt"
+        ref.write_text("hwnas-output: " + " ".join(str(int(v)) for v in expected.ravel()) + "\n")
+        files["expected_output"] = ref
+        lib = out_dir / "model.so"
+        with filtered_native_stderr():
+            self.host_executable(built).export_library(str(lib))
+        files["library"] = lib
+        return files
+
+    def runtime_info(self, built: McuBuilt) -> dict[str, Any]:
+        from hwnas.targets.mcu_bundle import QEMU_MACHINES
+
+        plan = built.plan
+        return {
+            "device": "cpu",
+            "note": "model.so is the host int8 reference; the C bundle (Makefile) is the device build",
+            "board": dataclasses.asdict(self.board),
+            "quantization": built.quantization,
+            "memory": {"arena_bytes": plan.arena_bytes, "workspace_heap_bytes": built.workspace_heap,
+                       "workspace_stack_bytes": built.workspace_stack,
+                       "inplace_depthwise": len(plan.inplace),
+                       "order": [built.graph.calls[i].func for i in plan.order]},
+            "qemu_machine": QEMU_MACHINES[self.board.core],
+            "latency_model": CYCLE_MODEL,
+        }
+
+    # ------------------------------------------------------------------ accuracy hook
+    def deployment_key(self, hw: dict[str, Any]) -> str | None:
+        return json.dumps({"quantization": "int8", "weight_bits": 8})
+
+    def deploy_network(self, model, input_shape, calibration: np.ndarray, hw: dict[str, Any]):
+        """A function ``float batch (N, C, H, W) -> logits`` of the int8 network, as the device computes it.
+
+        The trained ``model`` is exported to ONNX, quantized with ``calibration``
+        (the evaluator's training images), compiled for the host and run in the
+        VM one input at a time; the int8 outputs are dequantized.
+        """
+        import tvm
+        from tvm import relax
+
+        from hwnas.passes.quantize import QuantizeModule, quantization_info, quantize_input
+        from hwnas.pipeline import lower
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-mcu-acc-") as tmp:
+            path = lower.export_onnx(model.eval(), input_shape, Path(tmp) / "model.onnx")
+            mod = lower.to_relax(lower.load_onnx(path))
+        mod = QuantizeModule(calibration)(mod)
+        info = quantization_info(mod)
+        with filtered_native_stderr():
+            ex = lower.compile_module(lower.fuse(mod), tvm.target.Target({"kind": "llvm"}))
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            outs = []
+            for x in np.asarray(batch, dtype=np.float32):
+                y = vm["main"](tvm.runtime.tensor(quantize_input(x[None], info["input_scale"]))).numpy()
+                scale = info["output_scale"]
+                outs.append(y.astype(np.float32) * scale if scale is not None else y)
+            return np.concatenate(outs, axis=0)
+
+        return run
+
+
+def _is_depthwise(w) -> bool:
+    return w is not None and w.conv is not None and w.conv.groups > 1 and w.conv.groups == w.conv.c == w.conv.k
