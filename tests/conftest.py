@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,10 @@ def install_example_plugin(cache_root: Path) -> Path:
 def pytest_configure(config):
     # the example out-of-tree backend, installed as a package: this process and every subprocess see its
     # entry point, so the conformance suite and the CLI tests cover it like any installed plugin
-    folder = install_example_plugin(Path(config.cache.mkdir("hwnas-example-plugin")))
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    root = Path(cache.mkdir("hwnas-example-plugin")) if cache is not None else \
+        Path(tempfile.gettempdir()) / "hwnas-example-plugin"
+    folder = install_example_plugin(root)
     sys.path.insert(0, str(folder))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
 

@@ -53,7 +53,8 @@ class CpuTarget(Target):
     """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
 
     name = "cpu"
-    description = "host CPU via LLVM: scheduled TIR, measured latency"
+    description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:metaschedule: conv/dense kernels "
+                   "tuned by MetaSchedule once per workload, shared across candidates and runs)")
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "macs")
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
@@ -66,9 +67,14 @@ class CpuTarget(Target):
     #: MetaSchedule trials per new workload when ``tuning`` is on (HWNAS_TUNE_TRIALS overrides)
     tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
 
+    #: ``cpu:metaschedule``: conv and dense kernels take the best schedule MetaSchedule found for their
+    #: workload (tuned on first sight with :attr:`tune_trials` trials, kept in :meth:`tuning_database` and
+    #: reused by every later candidate and run); the knobs schedule the other kernels
+    TUNED_VARIANT = "metaschedule"
+
     def __init__(self, variant: str | None = None) -> None:
-        if variant is not None:
-            raise InvalidConfigError(f"target 'cpu' takes no variant, got 'cpu:{variant}'")
+        if variant not in (None, self.TUNED_VARIANT):
+            raise InvalidConfigError(f"target 'cpu' takes no variant but {self.TUNED_VARIANT!r}, got 'cpu:{variant}'")
         super().__init__(variant)
         self.cores = host_cores()
 
@@ -94,10 +100,6 @@ class CpuTarget(Target):
                 ),
                 "unroll": ChoiceParam((0, 16, 64, 256), default_value=64, doc="max auto-unroll step of inner loops"),
                 "num_threads": IntParam(1, self.cores, default_value=self.cores, doc="runtime threads"),
-                "tuning": ChoiceParam(
-                    ("off", "metaschedule"), doc="metaschedule: conv/dense kernels take MetaSchedule's best schedule "
-                    "for their workload (tuned on first sight, shared by every later candidate and run); "
-                    "other kernels keep the knobs' schedules"),
             },
             constraints=(
                 Constraint(
@@ -137,7 +139,7 @@ class CpuTarget(Target):
         from hwnas.passes import cpu_schedule_passes
 
         passes = cpu_schedule_passes(hw)
-        if hw.get("tuning", "off") == "metaschedule":
+        if self.variant == self.TUNED_VARIANT:
             from hwnas.passes.tuned_schedules import TunedSchedules
             from hwnas.targets.workloads import is_mac_kernel
 

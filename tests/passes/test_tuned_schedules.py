@@ -30,9 +30,9 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     a = export_onnx(_net(8), (1, 3, 10, 10), tmp_path / "a.onnx")
     b = export_onnx(_net(24), (1, 3, 10, 10), tmp_path / "b.onnx")  # same first conv, other 1x1 and dense
-    hw = {"tuning": "metaschedule", "num_threads": 1}
+    hw = {"num_threads": 1}
 
-    cpu = get_target("cpu")
+    cpu = get_target("cpu:metaschedule")
     cpu.tune_trials, cpu.repeats = 4, 2
     first = evaluate(Candidate.from_onnx(a, hw), cpu)
     assert first.timings["tuning_tuned"] == 3 and first.timings["tuning_reused"] == 0  # 2 convs + dense
@@ -40,7 +40,7 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     kernels = {gv.name_hint: f for gv, f in first.built.module.functions_items() if "conv" in gv.name_hint}
     assert all("tirx.is_scheduled" in f.attrs for f in kernels.values())
 
-    fresh = get_target("cpu")  # another candidate, as another worker would price it
+    fresh = get_target("cpu:metaschedule")  # another candidate, as another worker would price it
     fresh.tune_trials, fresh.repeats = 4, 2
     again = evaluate(Candidate.from_onnx(a, hw), fresh)
     assert again.timings["tuning_tuned"] == 0 and again.timings["tuning_reused"] == 3
@@ -48,5 +48,5 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     assert other.timings["tuning_reused"] == 1 and other.timings["tuning_tuned"] == 2
     _check_against_ort(other, b)
 
-    off = evaluate(Candidate.from_onnx(a, {"num_threads": 1}), fresh)
-    assert "tuning_tuned" not in off.timings  # the knob off: the HSS schedules, no tuning
+    off = evaluate(Candidate.from_onnx(a, {"num_threads": 1}), get_target("cpu"))
+    assert "tuning_tuned" not in off.timings  # plain cpu: the knobs' schedules, no tuning

@@ -89,5 +89,5 @@ def test_bad_candidates_fail_before_any_work(cpu):
         evaluate(Candidate.from_space(space, [0] * 6, {"tile": 8}), cpu)
     with pytest.raises(InvalidConfigError, match="invalid value 3 for 'tile_oc'"):
         evaluate(Candidate.from_space(space, [0] * 6, {"tile_oc": 3}), cpu)
-    with pytest.raises(InvalidConfigError, match="no cost method 'lut'"):
-        evaluate(Candidate.from_space(space, [0] * 6, {}), cpu, cost="lut")
+    with pytest.raises(InvalidConfigError, match="no cost method 'guess'"):
+        evaluate(Candidate.from_space(space, [0] * 6, {}), cpu, cost="guess")
