@@ -140,8 +140,8 @@ def _options(pairs: Sequence[str] | None, what: str) -> dict:
     return out
 
 
-class Progress:
-    """One status line: done, feasible, failed, best so far, ETA (redrawn on a terminal, logged otherwise)."""
+class StatusLine:
+    """A line of progress: redrawn in place on a terminal, written every 30 s (and first and last) otherwise."""
 
     def __init__(self, stream=None) -> None:
         import time
@@ -150,6 +150,26 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.t0 = time.monotonic()
         self.last = 0.0
+
+    def show(self, line: str, now: float, *, edge: bool) -> None:
+        """Draw ``line``; ``edge``: the first or last update (always written)."""
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(100))
+            self.stream.flush()
+        elif now - self.last > 30 or edge:
+            self.stream.write(line + "\n")
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+class Progress(StatusLine):
+    """A search's status: done, feasible, failed, best so far, ETA."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
         self.first_new: tuple[int, float] | None = None
 
     def __call__(self, search) -> None:
@@ -175,29 +195,15 @@ class Progress:
         bar = "#" * int(width * done / max(budget, 1))
         line = (f"[{bar:<{width}}] {done}/{budget}  feasible {feasible}  failed {failed}"
                 f"  best {primary.label} {'-' if best is None else f'{best:.4g}'}{eta}")
-        if self.tty:
-            self.stream.write("\r" + line[:160].ljust(100))
-            self.stream.flush()
-        elif now - self.last > 30 or done == budget or done == 1:
-            self.stream.write(line + "\n")
-            self.last = now
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+        self.show(line, now, edge=done in (1, budget))
 
 
-class Counter:
-    """``label  [####    ] done/total  ETA``: redrawn on a terminal, a line every 30 s otherwise."""
+class Counter(StatusLine):
+    """``label  [####    ] done/total  ETA``."""
 
     def __init__(self, label: str, stream=None) -> None:
-        import time
-
+        super().__init__(stream)
         self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.monotonic()
-        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         import time
@@ -207,16 +213,7 @@ class Counter:
         left = rate * (total - done)
         bar = "#" * int(24 * done / max(total, 1))
         line = f"{self.label}  [{bar:<24}] {done}/{total}  ETA {int(left // 60)}m{int(left % 60):02d}s"
-        if self.tty:
-            self.stream.write("\r" + line[:160].ljust(80))
-            self.stream.flush()
-        elif now - self.last > 30 or done == total or done == 1:
-            self.stream.write(line + "\n")
-            self.last = now
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+        self.show(line, now, edge=done in (1, total))
 
 
 def cmd_search(args) -> int:
