@@ -153,27 +153,37 @@ class Layer:
     def macs(self) -> int:
         return self.g * self.n * self.k * self.c * self.p * self.q * self.r * self.s
 
-    def footprint(self, op: str, t: MappingABC[str, int]) -> int:
-        """Elements of operand ``op`` a tile of extents ``t`` touches (inputs: with the window's halo)."""
-        t = {d: min(int(t.get(d, 1)), v) for d, v in self.dims.items()}
-        if op == "W":
-            return t["G"] * t["K"] * t["C"] * t["R"] * t["S"]
-        if op == "O":
-            return t["G"] * t["N"] * t["K"] * t["P"] * t["Q"]
-        rows = min(self.h, (t["P"] - 1) * self.stride + t["R"])
-        cols = min(self.w, (t["Q"] - 1) * self.stride + t["S"])
-        return t["G"] * t["N"] * t["C"] * rows * cols
+    @property
+    def extents(self) -> tuple[int, ...]:
+        """The dimensions in :data:`DIMS` order."""
+        return (self.g, self.n, self.k, self.c, self.p, self.q, self.r, self.s)
 
-    def step(self, t: MappingABC[str, int], dim: str) -> int:
-        """Input elements new to a tile when it moves by one tile along output rows (P) or columns (Q)."""
-        t = {d: min(int(t.get(d, 1)), v) for d, v in self.dims.items()}
-        rows = min(self.h, (t["P"] - 1) * self.stride + t["R"])
-        cols = min(self.w, (t["Q"] - 1) * self.stride + t["S"])
+    def clip(self, t: MappingABC[str, int]) -> tuple[int, ...]:
+        """A tile given by dimension name (missing: 1) as a tuple in :data:`DIMS` order, clipped to the layer."""
+        return tuple(min(int(t.get(d, 1)), v) for d, v in zip(DIMS, self.extents))
+
+    def footprint(self, op: str, t: MappingABC[str, int] | tuple[int, ...]) -> int:
+        """Elements of operand ``op`` a tile of extents ``t`` touches (inputs: with the window's halo).
+
+        ``t``: extents by dimension name, or a clipped tuple in :data:`DIMS` order (see :meth:`clip`).
+        """
+        g, n, k, c, p, q, r, s = t if isinstance(t, tuple) else self.clip(t)
+        if op == "W":
+            return g * k * c * r * s
+        if op == "O":
+            return g * n * k * p * q
+        return g * n * c * min(self.h, (p - 1) * self.stride + r) * min(self.w, (q - 1) * self.stride + s)
+
+    def step(self, t: tuple[int, ...], dim: str) -> int:
+        """Input elements new to a (clipped) tile when it moves one tile along output rows (P) or columns (Q)."""
+        g, n, k, c, p, q, r, s = t
+        rows = min(self.h, (p - 1) * self.stride + r)
+        cols = min(self.w, (q - 1) * self.stride + s)
         if dim == "P":
-            rows = min(rows, self.stride * t["P"])
+            rows = min(rows, self.stride * p)
         else:
-            cols = min(cols, self.stride * t["Q"])
-        return t["G"] * t["N"] * t["C"] * rows * cols
+            cols = min(cols, self.stride * q)
+        return g * n * c * rows * cols
 
     def compulsory(self) -> dict[str, int]:
         """Elements each operand has at least (weights, touched inputs, outputs): the DRAM traffic floor."""
@@ -331,18 +341,23 @@ def _rf_choices(layer: Layer, cfg: AccelConfig) -> list[dict[str, int]]:
     return out or [{}]
 
 
-def _transfers(layer: Layer, op: str, loops: list[tuple[str, int]], tile: dict[str, int]) -> tuple[float, int]:
-    """(elements moved into a tile of ``op`` over the loops above it, how many times the tile changes)."""
+def _transfers(layer: Layer, op: str, loops: list[tuple[str, int]], tile: tuple[int, ...]) -> tuple[float, int]:
+    """(elements moved into a tile of ``op`` over the loops above it, how many times the tile changes).
+
+    ``loops``: the temporal loops above the tile, outermost first, those of extent 1 left out.
+    """
     fp = layer.footprint(op, tile)
+    relevant = RELEVANT[op]
     idx = None
     for i in range(len(loops) - 1, -1, -1):
-        d, e = loops[i]
-        if e > 1 and d in RELEVANT[op]:
+        if loops[i][0] in relevant:
             idx = i
             break
     if idx is None:
         return float(fp), 1
-    outer = math.prod(e for _, e in loops[:idx])
+    outer = 1
+    for _, e in loops[:idx]:
+        outer *= e
     d, e = loops[idx]
     if op == "I" and d in ("P", "Q"):  # sliding window: the next tile along P or Q shares the overlap
         return float(outer * (fp + (e - 1) * layer.step(tile, d))), outer * e
@@ -362,11 +377,11 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
     """Cycles, accesses, energy and buffer use of one call of ``layer`` on ``cfg`` under ``mapping``."""
     dims = layer.dims
     sp, rf, glb, dram = (mapping.factors(lv) for lv in ("spatial", "rf", "glb", "dram"))
-    t_pe = rf
-    t_arr = {d: rf[d] * sp[d] for d in DIMS}
-    t_glb = {d: t_arr[d] * glb[d] for d in DIMS}
-    dram_loops = [(d, dram[d]) for d in mapping.dram_order]
-    glb_loops = dram_loops + [(d, glb[d]) for d in GLB_ORDER[cfg.dataflow]]
+    t_pe = layer.clip(rf)
+    t_arr = layer.clip({d: rf[d] * sp[d] for d in DIMS})
+    t_glb = layer.clip({d: rf[d] * sp[d] * glb[d] for d in DIMS})
+    dram_loops = [(d, dram[d]) for d in mapping.dram_order if dram[d] > 1]
+    glb_loops = dram_loops + [(d, glb[d]) for d in GLB_ORDER[cfg.dataflow] if glb[d] > 1]
     db, pb = cfg.data_bytes, cfg.psum_bytes
     pes_used = math.prod(sp.values())
 
@@ -374,7 +389,7 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
     d_w, _ = _transfers(layer, "W", dram_loops, t_glb)
     d_i, _ = _transfers(layer, "I", dram_loops, t_glb)
     d_o_w, _ = _transfers(layer, "O", dram_loops, t_glb)
-    o_final = layer.footprint("O", dims)
+    o_final = layer.footprint("O", layer.extents)
     d_o_r = d_o_w - o_final
     # GLB <-> array (multicast and spatial reduction: footprints over the array tile)
     a_w, _ = _transfers(layer, "W", glb_loops, t_arr)
@@ -459,7 +474,12 @@ def candidate_mappings(layer: Layer, cfg: AccelConfig) -> list[Mapping]:
             t_glb["N"] = 1
             glb = {d: max(1, -(-t_glb[d] // base[d])) for d in DIMS}
             dram = {d: -(-dims[d] // (base[d] * glb[d])) for d in DIMS}
+            seen = set()
             for flat in orders:
+                effective = tuple(d for d in flat if dram[d] > 1)
+                if effective in seen:  # orders that differ only in loops of one step are the same mapping
+                    continue
+                seen.add(effective)
                 out.append(Mapping(
                     rows=tuple(rows.items()), cols=tuple(cols.items()),
                     rf=tuple((d, f) for d, f in rf.items() if f > 1),
@@ -470,13 +490,21 @@ def candidate_mappings(layer: Layer, cfg: AccelConfig) -> list[Mapping]:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
 def search_mapping(layer: Layer, cfg: AccelConfig) -> LayerCost:
     """The best mapping of ``layer`` on ``cfg``: least energy x delay among those that fit the buffers.
 
     When none fits (a buffer too small for even the smallest tile), the one
-    that overflows least is returned; its ``overflow`` > 1 says so.
+    that overflows least is returned; its ``overflow`` > 1 says so. The
+    search runs on the layer without its epilogue operands (they add the same
+    traffic to every mapping) and is cached, so a conv shape recurring with
+    another bias or residual, or in another candidate, is searched once.
     """
+    best = _search(dataclasses.replace(layer, extra=0), cfg)
+    return best if layer.extra == 0 else evaluate_mapping(layer, cfg, best.mapping)
+
+
+@functools.lru_cache(maxsize=8192)
+def _search(layer: Layer, cfg: AccelConfig) -> LayerCost:
     best, best_key = None, None
     for m in candidate_mappings(layer, cfg):
         cost = evaluate_mapping(layer, cfg, m)
