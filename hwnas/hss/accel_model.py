@@ -373,6 +373,35 @@ def _energy_per_word(cfg: AccelConfig, level: str, bits: int, capacity: int | No
     return ref
 
 
+@functools.lru_cache(maxsize=256)
+def _word_energies(cfg: AccelConfig):
+    """pJ per word of each level for ``cfg``: dram[bits], glb[operand][bits], noc[bits], rf."""
+    widths = (cfg.data_bits, cfg.psum_bytes * 8)
+    capacity = cfg.glb_capacity()
+    caps = {op: capacity for op in "WIO"} if isinstance(capacity, int) else capacity
+    return ({b: _energy_per_word(cfg, "dram", b) for b in widths},
+            {op: {b: _energy_per_word(cfg, "glb", b, caps[op]) for b in widths} for op in "WIO"},
+            {b: _energy_per_word(cfg, "noc", b) for b in widths},
+            _energy_per_word(cfg, "rf", cfg.data_bits))
+
+
+def _overflow(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> float:
+    """Largest use / capacity of the global buffer (or a part of it) and the register file under ``mapping``."""
+    sp, rf, glb = (mapping.factors(lv) for lv in ("spatial", "rf", "glb"))
+    t_pe = layer.clip(rf)
+    t_glb = layer.clip({d: rf[d] * sp[d] * glb[d] for d in DIMS})
+    db, pb = cfg.data_bytes, cfg.psum_bytes
+    use = {"W": layer.footprint("W", t_glb) * db, "I": layer.footprint("I", t_glb) * db,
+           "O": layer.footprint("O", t_glb) * pb}
+    capacity = cfg.glb_capacity()
+    if isinstance(capacity, int):
+        over = sum(use.values()) / capacity
+    else:
+        over = max(use[op] / max(capacity[op], 1) for op in "WIO")
+    rf_use = layer.footprint("W", t_pe) * db + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
+    return max(over, rf_use / cfg.rf_bytes)
+
+
 def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerCost:
     """Cycles, accesses, energy and buffer use of one call of ``layer`` on ``cfg`` under ``mapping``."""
     dims = layer.dims
@@ -413,23 +442,13 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
     compute = temporal + fill_drain
     cycles = max(compute, memory) + memory / n_dram
 
-    capacity = cfg.glb_capacity()
     glb_use = {"W": layer.footprint("W", t_glb) * db, "I": layer.footprint("I", t_glb) * db,
                "O": layer.footprint("O", t_glb) * pb}
-    if isinstance(capacity, int):
-        overflow = sum(glb_use.values()) / capacity
-        caps = {op: capacity for op in "WIO"}
-    else:
-        overflow = max(glb_use[op] / max(capacity[op], 1) for op in "WIO")
-        caps = capacity
     rf_use = layer.footprint("W", t_pe) * db + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
-    overflow = max(overflow, rf_use / cfg.rf_bytes)
+    overflow = _overflow(layer, cfg, mapping)
 
     bits, pbits = cfg.data_bits, pb * 8
-    e_dram = {b: _energy_per_word(cfg, "dram", b) for b in (bits, pbits)}
-    e_glb = {op: {b: _energy_per_word(cfg, "glb", b, caps[op]) for b in (bits, pbits)} for op in "WIO"}
-    e_noc = {b: _energy_per_word(cfg, "noc", b) for b in (bits, pbits)}
-    e_rf = _energy_per_word(cfg, "rf", bits)
+    e_dram, e_glb, e_noc, e_rf = _word_energies(cfg)
     energy = {
         "dram": (d_w + d_i + layer.extra + o_final) * e_dram[bits] + (d_o_w - o_final + d_o_r) * e_dram[pbits],
         "glb": (d_w + a_w) * e_glb["W"][bits] + (d_i + layer.extra + a_i) * e_glb["I"][bits]
@@ -506,12 +525,18 @@ def search_mapping(layer: Layer, cfg: AccelConfig) -> LayerCost:
 @functools.lru_cache(maxsize=8192)
 def _search(layer: Layer, cfg: AccelConfig) -> LayerCost:
     best, best_key = None, None
+    least, least_over = None, math.inf
     for m in candidate_mappings(layer, cfg):
+        over = _overflow(layer, cfg, m)
+        if over > 1:  # does not fit: priced only if nothing fits
+            if over < least_over:
+                least, least_over = m, over
+            continue
         cost = evaluate_mapping(layer, cfg, m)
-        key = (0, cost.energy_total_pj * cost.cycles) if cost.fits else (1, cost.overflow)
+        key = cost.energy_total_pj * cost.cycles
         if best_key is None or key < best_key:
             best, best_key = cost, key
-    return best
+    return best if best is not None else evaluate_mapping(layer, cfg, least)
 
 
 # --------------------------------------------------------------------------------------------- other kernels

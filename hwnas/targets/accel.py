@@ -140,7 +140,8 @@ class AcceleratorTarget(Target):
         out = {
             "latency_ms": s["latency_ms"],
             "energy_mj": sum(s["energy_pj"].values()) * 1e-9,
-            "resource_use": max(max(use.values()), s["overflow"]),
+            # a layer whose smallest tile overflows a buffer makes the design infeasible as well
+            "resource_use": max(max(use.values()), s["overflow"] if s["overflow"] > 1 else 0.0),
             "peak_memory_kb": analysis.planned_memory(built.module)["peak"] * scale / 1024,
             "params_kb": analysis.param_bytes(built.module) * scale / 1024,
             "macs": float(s["macs"]),
