@@ -8,7 +8,7 @@ Timeloop does:
 
     DRAM temporal loops (order searched)
       -> global buffer (GLB) temporal loops (order fixed by the dataflow)
-        -> spatial: PE rows x PE columns (dimensions fixed by the dataflow)
+        -> spatial: PE rows x PE columns (the dataflow's dimensions; which first is searched)
           -> register file (RF) temporal loops (row-stationary: K, C, S)
             -> MAC
 
@@ -93,9 +93,9 @@ FPGA: dict[str, Any] = {
 }
 
 #: bound on the mappings evaluated per layer (the per-dimension tile choices are thinned to fit)
-MAX_MAPPINGS = 2048
+MAX_MAPPINGS = 1024
 #: tile choices per dimension before thinning
-MAX_TILE_CHOICES = 6
+MAX_TILE_CHOICES = 5
 
 #: spatial dimensions of each dataflow (PE rows, PE columns), filled greedily in this order
 SPATIAL = {
@@ -276,19 +276,30 @@ def _split_even(extent: int, cap: int) -> int:
     return -(-extent // -(-extent // f))
 
 
-def spatial_factors(layer: Layer, cfg: AccelConfig) -> tuple[dict[str, int], dict[str, int]]:
-    """PE-row and PE-column factors of each dimension, filled greedily in the dataflow's order."""
+def _fold(dims: dict[str, int], order: tuple[str, ...], size: int) -> dict[str, int]:
+    """Factors of ``order``'s dimensions on ``size`` PEs, filled greedily in that order."""
+    left, f = size, {}
+    for d in order:
+        if left < 2:
+            break
+        f[d] = _split_even(dims[d], left)
+        left //= f[d]
+    return {d: v for d, v in f.items() if v > 1}
+
+
+def spatial_options(layer: Layer, cfg: AccelConfig) -> list[tuple[dict[str, int], dict[str, int]]]:
+    """(PE-row, PE-column) factors: the dataflow's dimensions of each axis folded greedily, in the
+    dataflow's order and in each of its rotations (every dimension first once); distinct ones only."""
     dims = layer.dims
-    out = []
+    axes = []
     for order, size in zip(SPATIAL[cfg.dataflow], (cfg.pe_rows, cfg.pe_cols)):
-        left, f = size, {}
-        for d in order:
-            if left < 2:
-                break
-            f[d] = _split_even(dims[d], left)
-            left //= f[d]
-        out.append({d: v for d, v in f.items() if v > 1})
-    return out[0], out[1]
+        variants: list[dict[str, int]] = []
+        for i in range(len(order)):
+            f = _fold(dims, order[i:] + order[:i], size)
+            if f not in variants:
+                variants.append(f)
+        axes.append(variants)
+    return [(r, c) for r in axes[0] for c in axes[1]]
 
 
 def _tile_choices(extent: int, base: int) -> list[int]:
@@ -475,16 +486,20 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
 def candidate_mappings(layer: Layer, cfg: AccelConfig) -> list[Mapping]:
     """The bounded mapping space of ``layer`` on ``cfg`` (at most :data:`MAX_MAPPINGS` mappings)."""
     dims = layer.dims
-    rows, cols = spatial_factors(layer, cfg)
-    sp = {d: rows.get(d, 1) * cols.get(d, 1) for d in DIMS}
     rf_list = _rf_choices(layer, cfg)
+    spatials = spatial_options(layer, cfg)
     orders = []
     for order in DRAM_ORDERS:
         flat = ("G", "N") + tuple(d for part in order for d in (("P", "Q") if part == "PQ" else (part,)))
         orders.append(flat)
+    # at least 4 tilings per (spatial, register-file) pair: thin the register-file tiles evenly if needed
+    most_rf = max(1, MAX_MAPPINGS // (len(spatials) * len(orders) * 4))
+    if len(rf_list) > most_rf:
+        rf_list = [rf_list[round(i * (len(rf_list) - 1) / max(most_rf - 1, 1))] for i in range(most_rf)]
     out = []
-    per_rf = max(1, MAX_MAPPINGS // (len(rf_list) * len(orders)))
-    for rf in rf_list:
+    per_rf = max(1, MAX_MAPPINGS // (len(spatials) * len(rf_list) * len(orders)))
+    for (rows, cols), rf in itertools.product(spatials, rf_list):
+        sp = {d: rows.get(d, 1) * cols.get(d, 1) for d in DIMS}
         base = {d: sp[d] * rf.get(d, 1) for d in DIMS}
         choices = _thin({d: _tile_choices(dims[d], min(base[d], dims[d])) for d in TILED}, per_rf)
         for tiles in itertools.product(*(choices[d] for d in TILED)):
@@ -506,7 +521,7 @@ def candidate_mappings(layer: Layer, cfg: AccelConfig) -> list[Mapping]:
                     dram=tuple((d, f) for d, f in dram.items() if f > 1),
                     dram_order=flat,
                 ))
-    return out
+    return out[:MAX_MAPPINGS]  # the thinning above keeps within the bound; this makes it a guarantee
 
 
 def search_mapping(layer: Layer, cfg: AccelConfig) -> LayerCost:
