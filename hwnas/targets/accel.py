@@ -13,6 +13,9 @@ split, DRAM bandwidth, clock, 8- or 16-bit data); see :mod:`hwnas.hss.accel`.
   ``asic:eyeriss@2.5``.
 * ``fpga:<template>@<board>`` sizes the same templates against a board's
   DSP, BRAM36 and LUT budget (``zcu102``, the default, or ``ultra96``).
+  Its energy uses the same per-access table (45 nm ASIC figures, see
+  :data:`hwnas.hss.accel_model.ENERGY`): a relative figure for comparing
+  designs, not a board power measurement.
 
 The flow: no graph passes (the module stays NCHW); after fusion
 :class:`~hwnas.passes.map_accelerator.MapAccelerator` maps every conv and

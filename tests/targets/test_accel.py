@@ -178,6 +178,7 @@ def test_cli_lists_compiles_and_refuses_bad_specs(capsys, tmp_path):
     assert err[-1].startswith("hwnas: error: fpga:ws_systolic@ultra96: dram_gbps must not exceed") and len(err) <= 2
 
 
+@pytest.mark.slow
 @needs_data
 def test_cli_search_on_an_fpga_template_with_the_accuracy_table(capsys, tmp_path):
     from hwnas.pipeline.cli import main
