@@ -58,7 +58,8 @@ def correlate(label, ours, theirs):
     tau = kendalltau(ours, theirs).statistic
     rho = spearmanr(ours, theirs).statistic
     ratio = np.median(np.asarray(ours) / np.asarray(theirs))
-    print(f"{label:44s} n={len(ours):4d}  kendall tau {tau:+.3f}  spearman {rho:+.3f}  median ours/published {ratio:.3g}")
+    print(f"{label:44s} n={len(ours):4d}  kendall tau {tau:+.3f}  spearman {rho:+.3f}  "
+          f"median ours/published {ratio:.3g}")
 
 
 def main() -> None:
