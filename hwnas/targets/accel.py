@@ -145,8 +145,8 @@ class AcceleratorTarget(Target):
             "energy_mj": sum(s["energy_pj"].values()) * 1e-9,
             # a layer whose smallest tile overflows a buffer makes the design infeasible as well
             "resource_use": max(max(use.values()), s["overflow"] if s["overflow"] > 1 else 0.0),
-            "peak_memory_kb": analysis.planned_memory(built.module)["peak"] * scale / 1024,
-            "params_kb": analysis.param_bytes(built.module) * scale / 1024,
+            "peak_memory_kb": built.fact("memory", lambda b: analysis.planned_memory(b.module))["peak"] * scale / 1024,
+            "params_kb": built.fact("param_bytes", lambda b: analysis.param_bytes(b.module)) * scale / 1024,
             "macs": float(s["macs"]),
         }
         if "area_mm2" in self.metrics:
