@@ -29,6 +29,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("flash_kb", "KiB", "weights + code stored on the device"),
         MetricInfo("params_kb", "KiB", "weight bytes at the chosen bit-widths"),
         MetricInfo("area_mm2", "mm^2", "accelerator area"),
+        MetricInfo("resource_use", "ratio", "share of the target's hardware budget used (area, or FPGA DSP/BRAM/LUT, "
+                   "the largest; or a buffer overflowed by a layer's smallest tile); > 1 is over budget"),
         MetricInfo("macs", "count", "multiply-accumulates of one inference"),
     )
 }

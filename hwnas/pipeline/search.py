@@ -433,8 +433,15 @@ class Point:
 
 
 def resolve_bounds(bounds: Sequence[Bound], targets: Sequence, *, has_accuracy: bool) -> list[tuple[Term, Bound]]:
-    """Each constraint on each target it concerns (a metric without ``@target``: every target)."""
-    return [(term, b) for b in bounds for term in resolve_terms([b.metric], targets, has_accuracy=has_accuracy)]
+    """Each constraint on each target it concerns (a metric without ``@target``: every target), then each
+    target's built-in constraints (:meth:`~hwnas.targets.Target.builtin_constraints`, e.g. its budget)."""
+    checks = [(term, b) for b in bounds for term in resolve_terms([b.metric], targets, has_accuracy=has_accuracy)]
+    for t in targets:
+        for text in t.builtin_constraints():
+            b = Bound.parse(text)
+            b = Bound(f"{b.metric}@{t.spec}", b.op, b.value)
+            checks += [(term, b) for term in resolve_terms([b.metric], [t], has_accuracy=has_accuracy)]
+    return checks
 
 
 def is_feasible(point: Point, checks: Sequence[tuple[Term, Bound]]) -> bool:

@@ -47,12 +47,13 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
+    from hwnas.targets.accel import AsicTarget, FpgaTarget
     from hwnas.targets.cpu import CpuTarget
     from hwnas.targets.gpu import GpuTarget
     from hwnas.targets.mcu import McuTarget
     from hwnas.targets.published import PublishedTarget
 
-    for cls in (CpuTarget, GpuTarget, McuTarget, PublishedTarget):
+    for cls in (CpuTarget, GpuTarget, McuTarget, PublishedTarget, AsicTarget, FpgaTarget):
         if _REGISTRY.get(cls.name) is not cls:
             register(cls)
     _load_entry_points()

@@ -140,6 +140,11 @@ class Target(abc.ABC):
         """Metrics of an architecture without compiling it (targets with ``compiles = False``)."""
         raise InvalidConfigError(f"target {self.spec} prices compiled modules only")
 
+    def builtin_constraints(self) -> tuple[str, ...]:
+        """Constraints (``METRIC<=VALUE`` on this target's own metrics) every search on this target obeys,
+        e.g. its hardware budget; a point that violates one is infeasible, like a ``--constraint``."""
+        return ()
+
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         """Write the deployable files into ``out_dir``; return role -> path."""
         raise InvalidConfigError(f"target {self.spec} emits no artifacts")
