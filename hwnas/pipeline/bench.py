@@ -17,7 +17,9 @@ and the static analysis of the compiled module)
 and its speedup over measurement; then it runs the same seeded NSGA-II search
 with each method and reports its wall time. Writes ``cost_models.csv``,
 ``cost_models.json`` and ``cost_models.png`` (estimate against measurement, one
-panel per method) into ``--out``.
+panel per method) into ``--out``. Every priced candidate is also appended to a
+journal there as it is done: a killed run, started again with the same
+settings, prices only what is missing.
 """
 
 from __future__ import annotations
@@ -46,15 +48,35 @@ def _cost_timed(target, built, method: str) -> tuple[float, float]:
     return float(value), time.perf_counter() - t0
 
 
-def price_candidates(space, target, candidates, *, progress: Callable[[int, int], None] | None = None):
-    """Compile each candidate once and price it by measure, lut and analytical; keep its features."""
+def price_candidates(space, target, candidates, *, progress: Callable[[int, int], None] | None = None,
+                     journal: Path | None = None):
+    """Compile each candidate once and price it by measure, lut and analytical; keep its features.
+
+    With ``journal``, each priced candidate is appended to that JSON-lines file
+    as it is done, and candidates already there are not priced again (a killed
+    benchmark continues where it stopped).
+    """
     from hwnas.pipeline.evaluate import Candidate, compile_candidate
     from hwnas.pipeline.predictor import features_of
     from hwnas.targets.costmodels import MemoryCache
 
     target.use_cache(MemoryCache())  # the lookup table starts empty
+    done: dict[str, dict[str, Any]] = {}
+    if journal is not None and journal.is_file():
+        for line in journal.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            done[json.dumps([row["genome"], row["hw_sampled"]], sort_keys=True)] = row
     rows = []
     for i, (genome, hw) in enumerate(candidates):
+        key = json.dumps([list(genome), hw], sort_keys=True, default=str)
+        if key in done:
+            rows.append(done[key])
+            if progress:
+                progress(i + 1, len(candidates))
+            continue
         timings: dict[str, float] = {}
         try:
             full = target.hardware_space.validate(hw)
@@ -70,6 +92,9 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
             for method in ("measure", "lut", "analytical"):
                 row[method], row[f"{method}_s"] = _cost_timed(target, built, method)
             rows.append(row)
+            if journal is not None:
+                with open(journal, "a") as f:
+                    f.write(json.dumps({**row, "hw_sampled": hw}, default=str) + "\n")
         except Exception as exc:  # a candidate that fails is left out, and said
             log.warning("candidate %d failed: %s", i, exc)
         if progress:
@@ -106,7 +131,9 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    rows = price_candidates(space, target, sample_candidates(space, target, n, seed), progress=progress)
+    journal = out / f"priced-{space.name}-{target.spec.replace(':', '_')}-seed{seed}.jsonl"
+    rows = price_candidates(space, target, sample_candidates(space, target, n, seed), progress=progress,
+                            journal=journal)
     if len(rows) < 10:
         raise InvalidConfigError(f"only {len(rows)} of {n} candidates could be compiled and measured")
     order = np.random.default_rng(seed).permutation(len(rows))
