@@ -88,4 +88,4 @@ def test_a_duplicate_or_broken_plugin_is_refused_and_said(tmp_path):
     assert any("broken = broken_plugin:Target" in w and "RuntimeError: no device driver" in w for w in warnings)
     out = hwnas("compile", "--space", "nb201", "--target", "broken", "--out", str(tmp_path / "o"), cwd=tmp_path,
                 env=env)
-    assert out.returncode == 2 and "unknown target 'broken'; known: cpu, exdsp" in out.stderr
+    assert out.returncode == 2 and re.search(r"unknown target 'broken'; known: .*cpu, exdsp", out.stderr)
