@@ -163,9 +163,9 @@ def lowering_pipeline():
 
 def prim_funcs(mod) -> dict[str, object]:
     """The TIR functions of ``mod`` by name."""
-    import tvm
+    from hwnas.targets.workloads import prim_funcs as by_name
 
-    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    return by_name(mod)
 
 
 def compile_module(mod, target):

@@ -54,7 +54,7 @@ from hwnas.hss.accel import (
 from hwnas.hss.accel_model import area_mm2, fpga_use
 from hwnas.targets import analysis
 from hwnas.targets.base import Built, Target
-from hwnas.util import error_line, filtered_native_stderr
+from hwnas.util import filtered_native_stderr
 
 #: area budget of ``asic:<template>`` when the spec names none (mm^2 at 45 nm; Eyeriss' default sizes take ~3.8)
 DEFAULT_AREA_BUDGET_MM2 = 4.0
@@ -101,18 +101,10 @@ class AcceleratorTarget(Target):
 
     def build(self, mod, hw: dict[str, Any]) -> Built:
         from hwnas.passes.map_accelerator import read_mapping
-        from hwnas.pipeline.lower import compile_module
 
         if not read_mapping(mod):
             raise CompileError(f"{self.spec}: the module carries no accelerator mapping (run MapAccelerator first)")
-        tgt = self.tvm_target(hw)
-        try:
-            with tgt:
-                ex = compile_module(mod, tgt)
-        except Exception as exc:  # TVM's errors are not typed usefully
-            raise CompileError(f"compiling the host-side module for {self.spec} failed: {error_line(exc)}") from None
-        inputs, outputs = analysis.io_signature(mod)
-        return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
+        return analysis.build_module(mod, self.tvm_target(hw), hw, what=f"the host-side module for {self.spec}")
 
     # -- cost --------------------------------------------------------------------------------
     def budget_use(self, cfg: AccelConfig) -> dict[str, float]:

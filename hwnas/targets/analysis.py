@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _nbytes(shape, dtype: str) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n * np.dtype(str(dtype)).itemsize
+from hwnas.targets.workloads import nbytes, walk
 
 
 def param_bytes(mod) -> int:
@@ -30,7 +25,7 @@ def param_bytes(mod) -> int:
             key = expr.value.data_ptr()  # one weight bound twice is stored once
             if key not in seen:
                 seen.add(key)
-                total += _nbytes(expr.value.shape, expr.value.dtype)
+                total += nbytes(expr.value.shape, expr.value.dtype)
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return total
@@ -38,9 +33,7 @@ def param_bytes(mod) -> int:
 
 def workspace_bytes(func) -> int:
     """Bytes of the buffers a PrimFunc allocates for itself (padding, caches)."""
-    from hwnas.targets.workloads import walk
-
-    return sum(_nbytes(buf.shape, buf.dtype) for node in walk(func.body)
+    return sum(nbytes(buf.shape, buf.dtype) for node in walk(func.body)
                for buf in (getattr(node, "alloc_buffers", None) or ()))
 
 
@@ -86,11 +79,11 @@ def planned_memory(mod) -> dict[str, int]:
             arena += int(expr.args[0].values[0])  # alloc_storage sizes are in bytes
         elif isinstance(expr, relax.Call) and expr.op == builtin_alloc:
             shape = [int(v) for v in expr.args[0].values]
-            io += _nbytes(shape, expr.args[1].value)
+            io += nbytes(shape, expr.args[1].value)
 
     relax.analysis.post_order_visit(main, visit)
     for p in main.params:
-        io += _nbytes(_shape(p.ty), p.ty.dtype)
+        io += nbytes(_shape(p.ty), p.ty.dtype)
     workspace = 0
     for gv, func in mod.functions_items():
         if isinstance(func, tvm.tirx.PrimFunc):
@@ -112,3 +105,20 @@ def io_signature(mod) -> tuple[dict[str, tuple[tuple[int, ...], str]], list[tupl
 
 def _shape(tensor_type) -> tuple[int, ...]:
     return tuple(int(v) for v in tensor_type.shape.values)
+
+
+def build_module(mod, tgt, hw, *, what: str):
+    """Compile a fused, scheduled module for the LLVM target ``tgt`` into a :class:`Built` (``what`` names
+    the target in the error of a failed compile)."""
+    from hwnas.errors import CompileError
+    from hwnas.pipeline.lower import compile_module
+    from hwnas.targets.base import Built
+    from hwnas.util import error_line
+
+    try:
+        with tgt:
+            ex = compile_module(mod, tgt)
+    except Exception as exc:  # TVM's errors are not typed usefully
+        raise CompileError(f"compiling {what} failed: {error_line(exc)}") from None
+    inputs, outputs = io_signature(mod)
+    return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InvalidConfigError
-from hwnas.targets.workloads import Workload, extract
+from hwnas.targets.workloads import Workload, extract, prim_funcs
 
 
 class MemoryCache:
@@ -63,12 +63,6 @@ class MemoryCache:
 
 # ---------------------------------------------------------------------------------------------
 # kernels measured alone
-
-
-def prim_funcs(mod) -> dict[str, Any]:
-    import tvm
-
-    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 
 def kernel_args(func, seed: int = 0) -> list[np.ndarray]:
@@ -116,7 +110,7 @@ def _chain_module(n_calls: int):
         b[0] = a[0] + T.float32(1.0)
 
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1,), "float32") if hasattr(relax, "TensorType") else None)
+    x = relax.Var("x", relax.TensorType((1,), "float32"))
     with bb.function("main", [x]):
         gv = bb.add_func(bump, "bump")
         y = x

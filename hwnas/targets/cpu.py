@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hwnas.errors import CompileError, InvalidConfigError
+from hwnas.errors import InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
 from hwnas.targets import analysis, measure
 from hwnas.targets.base import Built, Target
-from hwnas.util import error_line, filtered_native_stderr
+from hwnas.util import filtered_native_stderr
 
 
 def host_cores() -> int:
@@ -149,16 +149,7 @@ class CpuTarget(Target):
         return passes
 
     def build(self, mod, hw: dict[str, Any]) -> Built:
-        from hwnas.pipeline.lower import compile_module
-
-        tgt = self.tvm_target(hw)
-        try:
-            with tgt:
-                ex = compile_module(mod, tgt)
-        except Exception as exc:  # TVM's errors are not typed usefully
-            raise CompileError(f"compiling for cpu failed: {error_line(exc)}") from None
-        inputs, outputs = analysis.io_signature(mod)
-        built = Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
+        built = analysis.build_module(mod, self.tvm_target(hw), hw, what="for cpu")
         tuning = getattr(self, "last_tuning", None)
         if tuning is not None:  # kernels whose tuned schedule was reused / tuned now
             built.facts["counters"] = {"tuning_reused": tuning.stats["reused"], "tuning_tuned": tuning.stats["tuned"]}

@@ -111,6 +111,13 @@ def nbytes(shape, dtype: str) -> int:
     return n * np.dtype(str(dtype)).itemsize
 
 
+def prim_funcs(mod) -> dict[str, Any]:
+    """The TIR functions of ``mod`` by name."""
+    import tvm
+
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
 def walk(stmt) -> Iterator[Any]:
     """Every statement under ``stmt`` (TVM 0.27 exposes no TIR visitor to Python: walk the fields)."""
     stack = [stmt]
@@ -247,7 +254,7 @@ def extract(mod) -> list[Workload]:
 
     from hwnas.targets.analysis import workspace_bytes
 
-    funcs = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    funcs = prim_funcs(mod)
     calls = _calls(mod)
     counts: dict[str, int] = {}
     first: dict[str, tuple] = {}
