@@ -16,14 +16,19 @@ For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
    the mean of enough back-to-back calls to last 20 ms), so a disturbance on
    the machine hits all of them alike; the table gives the medians.
 
-Every runtime uses ``--threads`` threads.
+Every runtime uses ``--threads`` threads. With ``--state DIR`` the tuning
+outcome of each network (the knob config, the MetaSchedule database, the
+seconds spent) is kept in DIR and reused by a later run, which then only
+measures: tune once (``--tune-only``), measure on a quiet machine later.
 
     python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeats 30] [--tune-minutes 10] [--sweep 12]
+                                            [--state DIR [--tune-only]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -41,7 +46,11 @@ parser.add_argument("--tune-minutes", type=float, default=10.0,
 parser.add_argument("--trials", type=int, default=16, help="MetaSchedule trials per workload (default 16)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--networks", default="mbv2,nb201,fbnet")
+parser.add_argument("--state", help="folder keeping each network's tuning outcome (reused when present)")
+parser.add_argument("--tune-only", action="store_true", help="with --state: tune the networks not yet tuned, then stop")
 args = parser.parse_args()
+if args.tune_only and not args.state:
+    parser.error("--tune-only needs --state")
 # the artifacts and the measurements all run with the same thread pool size
 os.environ["TVM_NUM_THREADS"] = str(args.threads)
 
@@ -131,8 +140,17 @@ def vm_call(built, x: np.ndarray):
     return run, out.numpy()
 
 
-def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir: str):
-    """The knob sweep, then MetaSchedule with the rest of the budget: (knob best, tuned build or None, info)."""
+def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir: str, state: str | None):
+    """The knob sweep, then MetaSchedule with the rest of the budget: (default hw, best knob hw, database, info).
+
+    With ``state``, a network tuned before is not tuned again: its outcome is read back.
+    """
+    saved = os.path.join(state, f"{name}.json") if state else None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            kept = json.load(f)
+        print(f"{name}: tuning outcome read from {saved}", file=sys.stderr)
+        return kept["default_hw"], kept["best_hw"], kept["database"], kept["info"]
     target = get_target("cpu")
     target.repeats = 10
     t0 = time.perf_counter()
@@ -152,31 +170,42 @@ def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir:
             best = ev
     sweep_s = time.perf_counter() - t0
     print(f"{name}: {tried} knob configs in {sweep_s:.0f} s, best {best.hw}", file=sys.stderr)
-    info = {"sweep_s": sweep_s, "configs": tried, "tune_s": 0.0, "tuned": 0, "untuned": 0}
+    info = {"sweep_s": sweep_s, "configs": tried, "tune_s": 0.0, "tuned": 0, "untuned": 0, "budget_s": budget_s}
     left = budget_s - sweep_s
-    if left <= 0:
-        return default, best, None, info
-    tuned_target = get_target("cpu:metaschedule")
-    tuned_target.tune_trials = args.trials
-    tuned_target.tune_budget_s = left
-    os.environ["HWNAS_TUNING_DB"] = tempfile.mkdtemp(prefix="hwnas-bench-tuning-", dir=workdir)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    _, built, _ = compile_candidate(Candidate.from_space(space, genome, best.hw), tuned_target, best.hw,
-                                    workdir=workdir, timings=timings)
-    info.update(tune_s=time.perf_counter() - t0, tuned=int(timings.get("tuning_tuned", 0)),
-                untuned=int(timings.get("tuning_untuned", 0)))
-    print(f"{name}: MetaSchedule tuned {info['tuned']} workloads ({info['untuned']} left to the knobs) "
-          f"in {info['tune_s']:.0f} s", file=sys.stderr)
-    return default, best, built, info
+    database = None
+    if left > 0:
+        tuned_target = get_target("cpu:metaschedule")
+        tuned_target.tune_trials = args.trials
+        tuned_target.tune_budget_s = left
+        database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
+        os.environ["HWNAS_TUNING_DB"] = database
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        compile_candidate(Candidate.from_space(space, genome, best.hw), tuned_target, best.hw, workdir=workdir,
+                          timings=timings)
+        info.update(tune_s=time.perf_counter() - t0, tuned=int(timings.get("tuning_tuned", 0)),
+                    untuned=int(timings.get("tuning_untuned", 0)))
+        print(f"{name}: MetaSchedule tuned {info['tuned']} workloads ({info['untuned']} left to the knobs) "
+              f"in {info['tune_s']:.0f} s", file=sys.stderr)
+    if saved:
+        with open(saved, "w") as f:
+            json.dump({"default_hw": default.hw, "best_hw": best.hw, "database": database, "info": info}, f, indent=1,
+                      default=int)
+    return default.hw, best.hw, database, info
 
 
-def rebuild(ev, space, genome, workdir: str):
-    """Compile an evaluated candidate again (the evaluation does not keep its executable)."""
+def build(space, genome, hw: dict, workdir: str, database: str | None = None):
+    """Compile the network with ``hw`` (with ``database``: cpu:metaschedule, its tuned schedules, no new tuning)."""
     timings: dict[str, float] = {}
-    _, built, _ = compile_candidate(Candidate.from_space(space, genome, ev.hw), get_target("cpu"), ev.hw,
-                                    workdir=workdir, timings=timings)
-    return built
+    if database is None:
+        target = get_target("cpu")
+    else:
+        os.environ["HWNAS_TUNING_DB"] = database
+        target = get_target("cpu:metaschedule")
+        target.tune_budget_s = 0.0  # what the budget did not reach keeps the knobs' schedules
+    model, built, onnx_path = compile_candidate(Candidate.from_space(space, genome, hw), target, hw, workdir=workdir,
+                                                timings=timings)
+    return built, onnx_path
 
 
 def main() -> int:
@@ -189,13 +218,21 @@ def main() -> int:
         space = get_space(space_name, **options)
         genome = genome_for(name, space)
         net = space.build(genome)
+        if args.state:
+            os.makedirs(args.state, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            default, best, tuned, info = tune(name, space, genome, threads, rng, args.tune_minutes * 60, tmp)
+            default_hw, best_hw, database, info = tune(name, space, genome, threads, rng, args.tune_minutes * 60, tmp,
+                                                       args.state)
+            if args.tune_only:
+                continue
+            builds = {"default": build(space, genome, default_hw, tmp), "knobs": build(space, genome, best_hw, tmp)}
+            if database is not None:
+                builds["tuned"] = build(space, genome, best_hw, tmp, database)
             x = np.random.default_rng(0).standard_normal(space.input_shape(genome)).astype("float32")
             so = ort.SessionOptions()
             so.intra_op_num_threads = args.threads
             so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(default.onnx_path), so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(builds["default"][1]), so, providers=["CPUExecutionProvider"])
             reference = sess.run(None, {"input": x})[0]
             xt = torch.from_numpy(x)
             runtimes = {"ort": lambda: sess.run(None, {"input": x})}
@@ -205,11 +242,8 @@ def main() -> int:
                     return net(xt)
 
             runtimes["torch"] = torch_run
-            builds = {"default": rebuild(default, space, genome, tmp), "knobs": rebuild(best, space, genome, tmp)}
-            if tuned is not None:
-                builds["tuned"] = tuned
             errors = {}
-            for key, built in builds.items():
+            for key, (built, _) in builds.items():
                 runtimes[key], out = vm_call(built, x)
                 errors[key] = float(np.max(np.abs(out - reference)))
                 if not np.allclose(out, reference, rtol=1e-4, atol=1e-4):
@@ -219,10 +253,14 @@ def main() -> int:
         hwnas_best = min(v for k, v in ms.items() if k in builds)
         rows.append((name, ms, hwnas_best, info, max(errors.values())))
 
+    if args.tune_only:
+        print(f"tuned; outcome kept in {args.state}")
+        return 0
     from hwnas.targets.cpu import host_cpu
 
+    budgets = sorted({r[3]["budget_s"] / 60 for r in rows})
     print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} interleaved samples (ms); "
-          f"tuning budget {args.tune_minutes:g} min per network\n")
+          f"tuning budget {', '.join(f'{b:g}' for b in budgets)} min per network\n")
     header = ("network", "ORT ms", "torch ms", "hwnas default ms", "hwnas knobs ms", "hwnas metaschedule ms",
               "hwnas best / ORT", "tuning s (knob configs + MetaSchedule workloads)", "max |err| vs ORT")
     print(" | ".join(header))
