@@ -20,13 +20,17 @@ fusion. It does three things, in order:
    depthwise convolution (``groups`` equal to its input and output channel
    counts, a multiple of ``pack``) gets data layout ``NCHW{pack}c`` and kernel
    layout ``OIHW{pack}o``, so a MobileNet block stays packed from its
-   expansion through the depthwise to its projection. Where
+   expansion through the depthwise to its projection. A conv with fewer
+   input channels than ``pack`` (the stem of a network: 3 colour channels)
+   keeps its NCHW input and writes NCHW{pack}c (kernel ``OIHW{pack}o``): its
+   output is packed without a layout transform. Where
    TVM's layout inference fails with every qualifying conv packed, the convs
    are packed greedily, one at a time, keeping those that still convert.
 3. TVM 0.27's legalization of ``relax.nn.conv2d`` refuses sub-indexed layouts,
    so every packed convolution is replaced here by a ``call_tir`` to our own
    TE compute (PrimFunc ``conv2d_NCHWc``; blocks ``data_pad`` when it pads and
-   ``conv2d_NCHWc``; for depthwise ones ``depthwise_conv2d_NCHWc``). Its reduction over input channels is split into the
+   ``conv2d_NCHWc``; for depthwise ones ``depthwise_conv2d_NCHWc``; for
+   the narrow-input ones ``conv2d_NCHW_NCHWc``). Its reduction over input channels is split into the
    block of channels (``rco``) and the channel inside a block (``rci``), so no
    division or modulo is left in the indices.
 
@@ -54,6 +58,8 @@ log = logging.getLogger(__name__)
 CONV2D_NCHWC = "conv2d_NCHWc"
 #: Name of the PrimFunc (and of its main block) that computes a packed depthwise convolution.
 DEPTHWISE_CONV2D_NCHWC = "depthwise_conv2d_NCHWc"
+#: Name of the PrimFunc (and of its main block) of a convolution from NCHW input to packed output.
+CONV2D_NCHW_NCHWC = "conv2d_NCHW_NCHWc"
 
 _PACKED_DATA_LAYOUT = re.compile(r"^NCHW(\d+)c$")
 _PACKED_KERNEL_LAYOUT = re.compile(r"^OIHW(\d+)i(\d+)o$")
@@ -171,6 +177,51 @@ def _depthwise_conv2d_nchwc_compute(
     return te.compute((n, c_blocks, out_h, out_w, c_pack), conv_value, name=DEPTHWISE_CONV2D_NCHWC)
 
 
+def _conv2d_nchw_nchwc_compute(
+    data: te.Tensor,
+    weight: te.Tensor,
+    strides: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    out_dtype: str,
+) -> te.Tensor:
+    """TE compute of a convolution from unpacked input to packed output.
+
+    ``data`` is ``(N, C, H, W)``, ``weight`` is ``(O/q, C, KH, KW, q)``
+    (OIHW{q}o), the result is ``(N, O/q, OH, OW, q)``: the output-channel lane
+    is the vector axis and every input element is broadcast to it.
+    """
+    n, channels, height, width = (int(x) for x in data.shape)
+    o_blocks, w_channels, kh, kw, o_pack = (int(x) for x in weight.shape)
+    if w_channels != channels:
+        raise InvalidConfigError(f"conv2d NCHW->NCHWc: weight input channels {w_channels} != data channels {channels}")
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    pt, pl, pb, pr = (int(p) for p in padding)
+    out_h = (height + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    if pt or pl or pb or pr:
+        zero = tirx.const(0, data.dtype)
+
+        def pad_value(b, c, y, x):
+            inside = tirx.all(y >= pt, y < pt + height, x >= pl, x < pl + width)
+            return tirx.if_then_else(inside, data[b, c, y - pt, x - pl], zero)
+
+        padded = te.compute((n, channels, height + pt + pb, width + pl + pr), pad_value, name="data_pad")
+    else:
+        padded = data
+    rc = te.reduce_axis((0, channels), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def conv_value(b, ob, y, x, oi):
+        lhs = padded[b, rc, y * sh + ry * dh, x * sw + rx * dw].astype(out_dtype)
+        rhs = weight[ob, rc, ry, rx, oi].astype(out_dtype)
+        return te.sum(lhs * rhs, axis=[rc, ry, rx])
+
+    return te.compute((n, o_blocks, out_h, out_w, o_pack), conv_value, name=CONV2D_NCHW_NCHWC)
+
+
 def _scalar_clip_kind(func: tirx.PrimFunc) -> str | None:
     """``"max"``/``"min"`` if ``func`` is ``out[i] = max|min(x[i], scalar[()])``, else None.
 
@@ -209,6 +260,12 @@ def _is_depthwise(call: relax.Call) -> bool:
     wshape = _static_shape(call.args[1])
     return (groups > 1 and dshape is not None and wshape is not None and len(wshape) == 4
             and dshape[1] == groups == wshape[0] and wshape[1] == 1)
+
+
+def _is_narrow_input(call: relax.Call, pack: int) -> bool:
+    """Whether a regular conv2d has fewer input channels than ``pack`` (its input stays NCHW)."""
+    dshape = _static_shape(call.args[0])
+    return int(call.attrs.groups) == 1 and dshape is not None and len(dshape) == 4 and dshape[1] < pack
 
 
 @mutator
@@ -268,11 +325,14 @@ class _PackedConvToTIR(PyExprMutator):
         if call.op != self.conv2d_op:
             return call
         attrs = call.attrs
-        if not (
-            _PACKED_DATA_LAYOUT.match(str(attrs.data_layout)) and str(attrs.out_layout) == str(attrs.data_layout)
-        ):
+        data_layout, kernel_layout, out_layout = (str(attrs.data_layout), str(attrs.kernel_layout),
+                                                  str(attrs.out_layout))
+        if (int(attrs.groups) == 1 and data_layout == "NCHW" and _PACKED_DATA_LAYOUT.match(out_layout)
+                and _PACKED_DEPTHWISE_KERNEL_LAYOUT.match(kernel_layout)):
+            compute, name = _conv2d_nchw_nchwc_compute, CONV2D_NCHW_NCHWC
+        elif not (_PACKED_DATA_LAYOUT.match(data_layout) and out_layout == data_layout):
             return call
-        if int(attrs.groups) == 1 and _PACKED_KERNEL_LAYOUT.match(str(attrs.kernel_layout)):
+        elif int(attrs.groups) == 1 and _PACKED_KERNEL_LAYOUT.match(kernel_layout):
             compute, name = _conv2d_nchwc_compute, CONV2D_NCHWC
         elif int(attrs.groups) > 1 and _PACKED_DEPTHWISE_KERNEL_LAYOUT.match(str(attrs.kernel_layout)):
             compute, name = _depthwise_conv2d_nchwc_compute, DEPTHWISE_CONV2D_NCHWC
@@ -329,18 +389,23 @@ class ConvertLayoutNCHWc:
         p = self.pack
         if int(attrs.groups) != 1:
             return _is_depthwise(call) and dshape[1] % p == 0
+        if _is_narrow_input(call, p):
+            return wshape[0] % p == 0
         return dshape[1] % p == 0 and wshape[0] % p == 0 and wshape[1] % p == 0
 
     def _convert(self, mod: tvm.IRModule, chosen: list[relax.Call]) -> tvm.IRModule | None:
         """``ConvertLayout`` packing exactly the conv calls in ``chosen``; None if TVM fails on it."""
         packed = [f"NCHW{self.pack}c", f"OIHW{self.pack}i{self.pack}o"]
         packed_depthwise = [f"NCHW{self.pack}c", f"OIHW{self.pack}o"]
+        packed_output = ["NCHW", f"OIHW{self.pack}o", f"NCHW{self.pack}c"]
 
         def choose(call: relax.Call) -> dict[str, list[str]]:
             if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
                 return {}
             if any(call.same_as(c) for c in chosen):
-                return {"relax.nn.conv2d": packed_depthwise if _is_depthwise(call) else packed}
+                if _is_depthwise(call):
+                    return {"relax.nn.conv2d": packed_depthwise}
+                return {"relax.nn.conv2d": packed_output if _is_narrow_input(call, self.pack) else packed}
             return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
 
         try:

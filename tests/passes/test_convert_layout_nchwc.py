@@ -82,6 +82,17 @@ def test_depthwise_chain_is_packed(pipeline):
     assert _op_calls(after, "relax.nn.conv2d") == []
 
 
+def test_a_stem_conv_writes_the_packed_layout_from_nchw_input(pipeline):
+    after = _packed(pipeline, "stem", 8)
+    (stem,) = _tir_calls(after, "conv2d_NCHW_NCHWc")
+    data, weight = stem.args[1].fields
+    assert [int(d) for d in data.ty.shape] == [1, 3, 15, 15]  # the network's input, not transformed
+    assert list(weight.value.shape) == [2, 3, 3, 3, 8]  # OIHW8o
+    assert [int(d) for d in stem.ty.shape] == [1, 2, 8, 8, 8]  # NCHW8c
+    assert len(_tir_calls(after, "conv2d_NCHWc")) == 1
+    assert len(_op_calls(after, "relax.layout_transform")) == 1  # the output back to NCHW only
+
+
 @pytest.mark.parametrize(
     ("net", "pack"),
     [("depthwise", 32), ("grouped", 4), ("conv", 8), ("pointwise", 16)],
@@ -139,7 +150,9 @@ PACKED_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("net", ["residual", "mbv2", "strided", "dilated", "pointwise", "channel_mean", "depthwise"])
+@pytest.mark.parametrize(
+    "net", ["residual", "mbv2", "strided", "dilated", "pointwise", "channel_mean", "depthwise", "stem", "glue"]
+)
 @pytest.mark.parametrize("cfg", list(PACKED_CONFIGS))
 def test_numerics_match_onnxruntime(pipeline, config, net, cfg):
     pipeline.check_numerics(net, config(**PACKED_CONFIGS[cfg]))
