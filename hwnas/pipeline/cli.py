@@ -266,8 +266,9 @@ def cmd_search(args) -> int:
           f"{len(front)} on the Pareto front")
     # with several targets, every target's value of each cost objective's metric
     shown = {t.label for t in search.objectives}
-    extra = [f"{m}@{spec}" for m in dict.fromkeys(t.metric for t in search.objectives if t.metric != "accuracy")
-             for spec in config.targets if len(config.targets) > 1 and f"{m}@{spec}" not in shown]
+    extra = [f"{m}@{t.spec}" for m in dict.fromkeys(o.metric for o in search.objectives if o.metric != "accuracy")
+             for t in search.evaluator.targets
+             if len(config.targets) > 1 and m in t.metrics and f"{m}@{t.spec}" not in shown]
     rows = []
     for p in front[:15]:
         arch = search.evaluator.space.describe(p.genome) if search.evaluator.space else ""
