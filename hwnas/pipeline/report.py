@@ -104,9 +104,11 @@ def ladder_rows(points: list[Point], repriced: dict[str, dict], objectives: list
 TRANSFER_ACCURACY_SHARE = 0.01
 
 
-def transfer_metric(objectives: list[Term]) -> str | None:
-    """The metric the transfer table compares: the first cost objective's (None: no cost objective)."""
-    return next((t.metric for t in objectives if t.metric != "accuracy"), None)
+def transfer_metric(objectives: list[Term], targets) -> str | None:
+    """The metric the transfer table compares: the first cost objective's that every target defines
+    (None: there is none)."""
+    return next((t.metric for t in objectives if t.metric != "accuracy"
+                 and all(t.metric in target.metrics for target in targets)), None)
 
 
 def transfer_candidates(points: list[Point], objectives: list[Term], checks) -> list[Point]:
@@ -137,7 +139,7 @@ def best_per_target(candidates: list[Point], specs: list[str], metric: str,
 def transfer_table(out_dir: Path, config: SearchConfig, points: list[Point], objectives: list[Term],
                    checks) -> dict[str, Any] | None:
     """For each target A, the architecture best for A, evaluated on every target B with the hardware config
-    of B's own best point; None for a single-target run or one without a cost objective.
+    of B's own best point; None for a single-target run or one without a cost objective every target defines.
 
     A cell the search did not evaluate is evaluated now, for real, and recorded in the store under
     :data:`~hwnas.pipeline.search.EXTRA_RUN_ID` (a rebuilt report reads it back). Each cell: ``value`` (the
@@ -146,8 +148,10 @@ def transfer_table(out_dir: Path, config: SearchConfig, points: list[Point], obj
     """
     from hwnas.pipeline.search import PointEvaluator, WorkerSetup
 
+    from hwnas.targets import get_target
+
     specs = list(config.targets)
-    metric = transfer_metric(objectives)
+    metric = transfer_metric(objectives, [get_target(spec) for spec in specs])
     if len(specs) < 2 or metric is None:
         return None
     candidates = transfer_candidates(points, objectives, checks)
