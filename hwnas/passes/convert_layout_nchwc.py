@@ -82,18 +82,31 @@ def _static_shape(expr: relax.Expr) -> list[int] | None:
     return dims
 
 
-def _pad_packed(data: te.Tensor, pt: int, pl: int, pb: int, pr: int) -> te.Tensor:
-    """Zero-pad the rows and columns of a packed ``(N, C/p, H, W, p)`` tensor (block ``data_pad``)."""
+def _pad_spatial(data: te.Tensor, pt: int, pl: int, pb: int, pr: int) -> te.Tensor:
+    """Zero-pad the rows and columns (axes 2 and 3) of an NCHW or NCHWc tensor (block ``data_pad``)."""
     if not (pt or pl or pb or pr):
         return data
-    n, c_blocks, height, width, c_pack = (int(x) for x in data.shape)
+    shape = [int(x) for x in data.shape]
+    height, width = shape[2], shape[3]
     zero = tirx.const(0, data.dtype)
 
-    def pad_value(b, cb, y, x, ci):
+    def pad_value(*idx):
+        y, x = idx[2], idx[3]
         inside = tirx.all(y >= pt, y < pt + height, x >= pl, x < pl + width)
-        return tirx.if_then_else(inside, data[b, cb, y - pt, x - pl, ci], zero)
+        return tirx.if_then_else(inside, data[(idx[0], idx[1], y - pt, x - pl, *idx[4:])], zero)
 
-    return te.compute((n, c_blocks, height + pt + pb, width + pl + pr, c_pack), pad_value, name="data_pad")
+    padded = [*shape[:2], height + pt + pb, width + pl + pr, *shape[4:]]
+    return te.compute(padded, pad_value, name="data_pad")
+
+
+def _geometry(height: int, width: int, kh: int, kw: int, strides, padding, dilation):
+    """Strides, dilations, paddings (top, left, bottom, right) as ints and the output size of a conv."""
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    out_h = (height + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    return (sh, sw), (dh, dw), (pt, pl, pb, pr), out_h, out_w
 
 
 def _conv2d_nchwc_compute(
@@ -117,13 +130,9 @@ def _conv2d_nchwc_compute(
             f"packed conv2d: weight input channels {wc_blocks}x{wc_pack} do not match "
             f"data channels {c_blocks}x{c_pack}"
         )
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    pt, pl, pb, pr = (int(p) for p in padding)
-    out_h = (height + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    (sh, sw), (dh, dw), pads, out_h, out_w = _geometry(height, width, kh, kw, strides, padding, dilation)
 
-    padded = _pad_packed(data, pt, pl, pb, pr)
+    padded = _pad_spatial(data, *pads)
 
     rco = te.reduce_axis((0, c_blocks), name="rco")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -160,12 +169,8 @@ def _depthwise_conv2d_nchwc_compute(
             f"packed depthwise conv2d: weight {tuple(int(x) for x in weight.shape)} does not match "
             f"data channels {c_blocks}x{c_pack}"
         )
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    pt, pl, pb, pr = (int(p) for p in padding)
-    out_h = (height + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    padded = _pad_packed(data, pt, pl, pb, pr)
+    (sh, sw), (dh, dw), pads, out_h, out_w = _geometry(height, width, kh, kw, strides, padding, dilation)
+    padded = _pad_spatial(data, *pads)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
 
@@ -195,21 +200,8 @@ def _conv2d_nchw_nchwc_compute(
     o_blocks, w_channels, kh, kw, o_pack = (int(x) for x in weight.shape)
     if w_channels != channels:
         raise InvalidConfigError(f"conv2d NCHW->NCHWc: weight input channels {w_channels} != data channels {channels}")
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    pt, pl, pb, pr = (int(p) for p in padding)
-    out_h = (height + pt + pb - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + pl + pr - (kw - 1) * dw - 1) // sw + 1
-    if pt or pl or pb or pr:
-        zero = tirx.const(0, data.dtype)
-
-        def pad_value(b, c, y, x):
-            inside = tirx.all(y >= pt, y < pt + height, x >= pl, x < pl + width)
-            return tirx.if_then_else(inside, data[b, c, y - pt, x - pl], zero)
-
-        padded = te.compute((n, channels, height + pt + pb, width + pl + pr), pad_value, name="data_pad")
-    else:
-        padded = data
+    (sh, sw), (dh, dw), pads, out_h, out_w = _geometry(height, width, kh, kw, strides, padding, dilation)
+    padded = _pad_spatial(data, *pads)
     rc = te.reduce_axis((0, channels), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
