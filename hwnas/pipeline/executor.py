@@ -490,13 +490,14 @@ class DaskExecutor(ClusterExecutor):
         from distributed import Client, LocalCluster
 
         self._cluster = None
+        if not log.isEnabledFor(logging.INFO):  # Dask logs every connection at INFO; hwnas -v shows them
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         try:
             if self.address:
                 self._client = Client(self.address, timeout=10)
             else:
-                env = {"PYTHONPATH": os.pathsep.join(p for p in (package_root(), os.environ.get("PYTHONPATH")) if p)}
-                with dask.config.set({"distributed.scheduler.allowed-failures": MAX_ATTEMPTS - 1,
-                                      "distributed.nanny.pre-spawn-environ": env}):
+                # worker processes are spawned with this process's sys.path: they import this hwnas
+                with dask.config.set({"distributed.scheduler.allowed-failures": MAX_ATTEMPTS - 1}):
                     self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                                  dashboard_address=None, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster)

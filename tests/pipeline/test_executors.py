@@ -108,6 +108,19 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_the_store_ends_complete(t
     assert all(r.ok or "refuses mode boom" in r.error for r in rows)
 
 
+@pytest.mark.slow  # restarting the worker that ran it takes ~10 s
+def test_a_dask_task_past_its_timeout_is_recorded_as_failed_and_the_search_goes_on(tmp_path, dask_cluster):
+    cfg = SearchConfig(targets=("toy:slow:30",), space="nb201", objectives=("latency_ms",), plugins=(TOY,),
+                       formulation="random", budget=2, pop_size=2, workers=2, executor="dask", cluster=dask_cluster,
+                       timeout_s=1.0)
+    t0 = time.monotonic()
+    s = Search(cfg, tmp_path / "run")
+    s.run()
+    assert time.monotonic() - t0 < 25  # the tasks did not run to their end
+    rows = s.store.evaluations(Search.RUN_ID)
+    assert len(rows) == 2 and all(not r.ok and "timed out after 1 s" in r.error for r in rows)
+
+
 def test_executor_errors_are_one_line(capsys, tmp_path):
     with pytest.raises(InvalidConfigError, match="unknown executor 'spark'; known: process, dask, ray"):
         require("spark")
