@@ -225,6 +225,18 @@ def load_plugins(plugins: Sequence[str]) -> None:
             raise InvalidConfigError(f"plugin {plugin} could not be imported: {type(exc).__name__}: {exc}") from None
 
 
+def use_remote(targets: Sequence, device) -> None:
+    """Let every target that can measure on ``device`` (an RPC device, or None: nothing to do) do so;
+    the others price as before. :class:`InvalidConfigError` when none can."""
+    if device is None:
+        return
+    able = [t for t in targets if t.measures_remotely]
+    if not able:
+        targets[0].use_remote(device)  # the target's own one-line refusal
+    for t in able:
+        t.use_remote(device)
+
+
 # ---------------------------------------------------------------------------------------------
 # the joint genome and one point's evaluation (runs in the workers)
 
@@ -299,10 +311,8 @@ class PointEvaluator:
         self.gate = gate if gate is not None else NullGate()
         self.space = get_space(cfg.space, **cfg.space_options) if cfg.space else None
         self.targets = [get_target(t) for t in cfg.targets]
-        device = cfg.remote_device()
+        use_remote(self.targets, cfg.remote_device())
         for t in self.targets:
-            if device is not None:
-                t.use_remote(device)
             t.cost_method(cfg.cost)
             if cfg.ladder is not None:
                 t.cost_method(cfg.ladder)
@@ -867,10 +877,8 @@ class Search:
         if config.space:
             get_space(config.space, **config.space_options)
         targets = [get_target(t) for t in config.targets]
-        device = config.remote_device()
+        use_remote(targets, config.remote_device())  # reaches the tracker: unreachable, or no server with the key
         for t in targets:
-            if device is not None:
-                t.use_remote(device)  # reaches the tracker: unreachable, or no server with the key, fails here
             t.cost_method(config.cost)
             if config.ladder is not None:
                 t.cost_method(config.ladder)
@@ -1001,7 +1009,7 @@ class Search:
             self.progress(self)
 
     def _replay(self, value: dict[str, Any]) -> None:
-        """Write a cluster worker's journaled store writes into the store (see :class:`~hwnas.pipeline.store.Journal`)."""
+        """Write a cluster worker's journaled writes into the store (see :class:`~hwnas.pipeline.store.Journal`)."""
         from hwnas.pipeline.store import Journal
 
         Journal.replay(value.pop("journal", ()), self.store)

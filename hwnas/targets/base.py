@@ -83,6 +83,9 @@ class Target(abc.ABC):
         """The name a user types for this target instance."""
         return self.name if self.variant is None else f"{self.name}:{self.variant}"
 
+    #: True for targets that can measure on a device reached over TVM RPC (:meth:`use_remote`)
+    measures_remotely: ClassVar[bool] = False
+
     def use_remote(self, device) -> None:
         """Measure on ``device`` (a :class:`hwnas.targets.remote.RemoteDevice`, reached through a TVM RPC
         tracker) instead of this machine. Targets that cannot say so in one line."""

@@ -116,6 +116,7 @@ class CpuTarget(Target):
 
     #: cost methods that price on this machine whatever the device: refused with a remote device
     LOCAL_METHODS = ("lut", "analytical")
+    measures_remotely = True
 
     def use_remote(self, device) -> None:
         """Measure on ``device``: compiled for its CPU (as its TVM reports it), uploaded, timed there.

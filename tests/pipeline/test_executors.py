@@ -1,7 +1,7 @@
 """Executors: the process pool, Dask and Ray run the same evaluations into the same store.
 
 A seeded search on an analytical target (compiled with TVM, priced by a
-model) with table accuracies stores identical results with every executor; a
+model) with synflow scores stores identical results with every executor; a
 worker process killed mid-evaluation has its task run again and the store
 ends complete. One local Dask cluster serves the module (worker start-up is
 slow on two cores); Ray's start-up is slower still, so its tests are opt-in.
@@ -32,9 +32,9 @@ def dask_cluster():
     """The address of a local Dask cluster of two single-threaded worker processes."""
     if not HAS_DASK:
         pytest.skip("dask is not installed (pip install 'hwnas[dask]')")
-    from distributed import LocalCluster
-
     import logging
+
+    from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster:
@@ -42,10 +42,10 @@ def dask_cluster():
 
 
 def _analytical(**kw):
-    """A seeded NSGA-II on asic:eyeriss (TVM-compiled, analytical cost) with synflow accuracy proxies (deterministic)."""
-    base = dict(targets=("asic:eyeriss",), space="nb201", space_options={"cells_per_stage": 1}, accuracy="proxy", accuracy_options={"kind": "synflow"},
-                objectives=("accuracy", "latency_ms", "energy_mj"), budget=4, pop_size=2, seed=5, workers=2,
-                timeout_s=300.0)
+    """A seeded NSGA-II on asic:eyeriss (TVM-compiled, analytical cost) with synflow scores (deterministic)."""
+    base = dict(targets=("asic:eyeriss",), space="nb201", space_options={"cells_per_stage": 1}, accuracy="proxy",
+                accuracy_options={"kind": "synflow"}, objectives=("accuracy", "latency_ms", "energy_mj"), budget=4,
+                pop_size=2, seed=5, workers=2, timeout_s=300.0)
     base.update(kw)
     return SearchConfig(**base)
 
