@@ -107,6 +107,9 @@ def cmd_compile(args) -> int:
             print(f"no --genome given: sampled {json.dumps(genome)} (seed {args.seed})", file=sys.stderr)
         candidate = Candidate.from_space(space, genome, hw)
     target.hardware_space.validate(hw)  # before any slow work
+    device = _remote_device(args)
+    if device is not None:
+        target.use_remote(device)  # an unreachable tracker or unknown key fails here, in one line
     target.cost_method(args.cost)
     if args.repeats is not None:
         if args.repeats < 1:
@@ -119,11 +122,22 @@ def cmd_compile(args) -> int:
     arch = candidate.architecture()
     print(f"architecture: {arch.get('description') or arch.get('onnx')}")
     print(f"hardware:     {json.dumps(ev.hw)}")
-    print(f"cost method:  {target.cost_method(args.cost)}")
+    print(f"cost method:  {target.cost_method(args.cost)}" + (f" on {ev.device}" if ev.device else ""))
     for k, v in ev.metrics.items():
         print(f"  {k:16s} {_format_metric(k, v)}")
     print(f"bundle:       {manifest.parent}  (run: python {manifest.parent / 'run.py'})")
     return 0
+
+
+def _remote_device(args):
+    """The RPC device of ``--rpc-tracker``/``--rpc-key``, or None."""
+    if args.rpc_tracker is None and args.rpc_key is None:
+        return None
+    if args.rpc_tracker is None:
+        raise InvalidConfigError("--rpc-key needs --rpc-tracker HOST:PORT")
+    from hwnas.targets.remote import RemoteDevice
+
+    return RemoteDevice.parse(args.rpc_tracker, args.rpc_key, timeout_s=args.rpc_timeout)
 
 
 def _options(pairs: Sequence[str] | None, what: str) -> dict:
@@ -243,6 +257,11 @@ def cmd_search(args) -> int:
         weights=args.weights,
         top_k=args.top_k,
         ladder=args.ladder,
+        executor=args.executor,
+        cluster=args.cluster,
+        rpc_tracker=args.rpc_tracker,
+        rpc_key=args.rpc_key,
+        rpc_timeout_s=args.rpc_timeout,
         plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in args.plugin or ()),
     )
     if args.onnx:
@@ -251,8 +270,11 @@ def cmd_search(args) -> int:
         load_onnx(args.onnx)
     progress = Progress()
     search = Search(config, args.out, resume=args.resume, progress=progress)
+    where = f"{config.executor} executor" + (f" at {config.cluster}" if config.cluster else "")
+    remote = f", measured on rpc:{config.rpc_key}@{config.rpc_tracker}" if config.rpc_tracker else ""
     print(f"searching {config.space or config.onnx} x {', '.join(config.targets)}: {config.formulation}, "
-          f"budget {config.budget}, {config.workers} worker(s); store {search.store_path}", file=sys.stderr)
+          f"budget {config.budget}, {config.workers} worker(s), {where}{remote}; store {search.store_path}",
+          file=sys.stderr)
     try:
         front = search.run()
     except KeyboardInterrupt:
@@ -368,12 +390,73 @@ def cmd_bench_cost_models(args) -> int:
     return 0
 
 
+def cmd_rpc_tracker(args) -> int:
+    import signal
+    import time
+
+    from hwnas.targets.remote import start_tracker
+
+    tracker = start_tracker(args.host, args.port)
+    print(f"RPC tracker listening on {args.host}:{tracker.port} (Ctrl-C stops it)", flush=True)
+    return _serve(tracker, signal, time)
+
+
+def cmd_rpc_server(args) -> int:
+    import signal
+    import time
+
+    from hwnas.targets.remote import start_server
+
+    server = start_server(args.tracker, args.key, host=args.host, port=args.port)
+    print(f"RPC server for key {args.key} listening on {args.host}:{server.port}, registered at {args.tracker} "
+          f"(Ctrl-C stops it)", flush=True)
+    return _serve(server, signal, time)
+
+
+def _serve(service, signal, time) -> int:
+    """Wait until ``service`` (a TVM tracker or server process) ends or this process is told to stop."""
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while service.proc.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            service.terminate()
+        except OSError:  # it stopped already
+            if service.proc is not None:
+                service.proc.kill()
+    return 0
+
+
+def cmd_rpc_status(args) -> int:
+    from hwnas.targets.remote import RemoteDevice, parse_address
+
+    host, port = parse_address(args.tracker, "--tracker")
+    keys = RemoteDevice(host, port, "any", timeout_s=args.timeout).keys()
+    rows = [(k, str(v["servers"]), str(v["free"]), str(v["pending"])) for k, v in sorted(keys.items())]
+    print(_table(rows, ("key", "servers", "free", "pending")) if rows else f"no servers registered at {args.tracker}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from hwnas.pipeline.report import write_report
 
     files = write_report(args.run, artifacts=args.artifacts)
     print(f"report: {files['html']}")
     return 0
+
+
+def _rpc_options(p) -> None:
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on a device reached through this TVM RPC tracker (see `hwnas rpc`)")
+    p.add_argument("--rpc-key", metavar="KEY", help="the device key its server registered with")
+    p.add_argument("--rpc-timeout", type=float, default=60.0,
+                   help="seconds to reach the tracker and to wait for a free device (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hw", help="JSON object of hardware knobs; missing knobs take their defaults")
     p.add_argument("--cost", help="cost method (default: the target's first)")
     p.add_argument("--repeats", type=int, help="measurement repeats (default 10)")
+    _rpc_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for a sampled genome (default 0)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -430,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "disagree")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="evaluation processes (default: cores; 0 = in this process)")
+    p.add_argument("--executor", default="process", choices=None, metavar="{process,dask,ray}",
+                   help="where evaluations run: process (default: worker processes here), dask or ray (a local "
+                        "cluster of --workers workers, or the one at --cluster; pip install 'hwnas[dask]' / "
+                        "'hwnas[ray]')")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="a running cluster: Dask scheduler (tcp://host:8786) or Ray (ray://host:10001, auto)")
+    _rpc_options(p)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per candidate (default 600)")
     p.add_argument("--repeats", type=int, help="measurement repeats")
     p.add_argument("--weights", type=int, default=5, help="scalarized: number of weights (default 5)")
@@ -462,6 +553,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for cost_models.csv/json/png (default runs/bench-cost-models-SPACE)")
     p.set_defaults(func=cmd_bench_cost_models)
+
+    p = sub.add_parser("rpc", help="TVM RPC tracker and servers for measuring on other devices")
+    rsub = p.add_subparsers(dest="rpc_command", required=True, parser_class=_Parser)
+    p = rsub.add_parser("tracker", help="run an RPC tracker (binds 127.0.0.1 unless --host says otherwise)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9190, help="port (default 9190)")
+    p.set_defaults(func=cmd_rpc_tracker)
+    p = rsub.add_parser("server", help="run an RPC server on this device, registered at a tracker under a key")
+    p.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker to register with")
+    p.add_argument("--key", required=True, help="the device key searches ask for (--rpc-key)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; the server runs whatever it is sent: expose it "
+                        "on trusted networks only)")
+    p.add_argument("--port", type=int, default=9090, help="port (default 9090)")
+    p.set_defaults(func=cmd_rpc_server)
+    p = rsub.add_parser("status", help="the device keys registered at a tracker: servers, free, pending")
+    p.add_argument("--tracker", required=True, metavar="HOST:PORT")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to reach the tracker (default 10)")
+    p.set_defaults(func=cmd_rpc_status)
 
     p = sub.add_parser("report", help="rebuild a search's report from its store")
     p.add_argument("run", help="the search's --out folder")

@@ -84,6 +84,8 @@ class Evaluation:
     onnx_path: Path | None
     #: seconds spent per step: export, import, passes, compile, cost
     timings: dict[str, float]
+    #: where the cost was measured when not on this machine (``rpc:KEY@HOST:PORT``), else None
+    device: str | None = None
 
 
 def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
@@ -177,5 +179,5 @@ def evaluate(
     log.info("evaluated %s on %s: %s", candidate.key(hw), target.spec, metrics)
     return Evaluation(
         candidate=candidate, target=target, hw=hw, metrics=metrics, built=built, onnx_path=Path(onnx_path),
-        timings=timings,
+        timings=timings, device=target.measured_on(method),
     )

@@ -51,8 +51,10 @@ FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", 
 #: nsga2's surrogate: ``xgb`` screens a large pool of candidates per generation with a bootstrap XGBoost
 #: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("xgb", "none")
-#: settings a resumed run may change
-RESUMABLE = ("budget", "workers", "timeout_s", "ladder")
+#: settings a resumed run may change (where evaluations run changes no result)
+RESUMABLE = ("budget", "workers", "timeout_s", "ladder", "executor", "cluster", "rpc_tracker", "rpc_timeout_s")
+#: settings stored only when set, so that runs stored before they existed still resume
+_STORED_WHEN_SET = ("executor", "cluster", "rpc_tracker", "rpc_key", "rpc_timeout_s")
 #: the cost ladder flags a front point whose cheap and re-priced values differ by more than this share
 LADDER_TOLERANCE = 0.10
 #: objective value given to points that failed (they are also infeasible)
@@ -123,6 +125,15 @@ class SearchConfig:
     plugins: tuple[str, ...] = ()
     #: cost ladder: re-price each generation's front with this (exact, slower) method, e.g. "measure"
     ladder: str | None = None
+    #: where evaluations run: ``process`` (worker processes here), ``dask`` or ``ray`` (a cluster)
+    executor: str = "process"
+    #: a running Dask or Ray cluster's address; None starts a local one of ``workers`` workers
+    cluster: str | None = None
+    #: measure on a device of key ``rpc_key`` reached through the RPC tracker at ``HOST:PORT``
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
+    #: seconds to reach the tracker, and to wait for a free device
+    rpc_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
@@ -148,9 +159,34 @@ class SearchConfig:
             raise InvalidConfigError("a search needs at least one objective")
         for c in self.constraints:
             Bound.parse(c)
+        from hwnas.pipeline.executor import EXECUTORS
+
+        if self.executor not in EXECUTORS:
+            raise InvalidConfigError(f"unknown executor {self.executor!r}; known: {', '.join(EXECUTORS)}")
+        if self.executor != "process" and self.workers == 0 and not self.cluster:
+            raise InvalidConfigError(f"--executor {self.executor} needs --workers >= 1 (or --cluster ADDRESS); "
+                                     f"--workers 0 evaluates in this process")
+        if self.cluster and self.executor == "process":
+            raise InvalidConfigError("--cluster names a Dask or Ray cluster; it needs --executor dask or ray")
+        if (self.rpc_tracker is None) != (self.rpc_key is None):
+            raise InvalidConfigError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+        if self.rpc_tracker is not None:
+            self.remote_device()
+
+    def remote_device(self):
+        """The :class:`~hwnas.targets.remote.RemoteDevice` measurements run on, or None (this machine)."""
+        if self.rpc_tracker is None:
+            return None
+        from hwnas.targets.remote import RemoteDevice
+
+        return RemoteDevice.parse(self.rpc_tracker, self.rpc_key, timeout_s=self.rpc_timeout_s)
 
     def settings(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for k in _STORED_WHEN_SET:
+            if d[k] == defaults[k]:
+                del d[k]
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
@@ -187,6 +223,18 @@ def load_plugins(plugins: Sequence[str]) -> None:
             raise
         except Exception as exc:
             raise InvalidConfigError(f"plugin {plugin} could not be imported: {type(exc).__name__}: {exc}") from None
+
+
+def use_remote(targets: Sequence, device) -> None:
+    """Let every target that can measure on ``device`` (an RPC device, or None: nothing to do) do so;
+    the others price as before. :class:`InvalidConfigError` when none can."""
+    if device is None:
+        return
+    able = [t for t in targets if t.measures_remotely]
+    if not able:
+        targets[0].use_remote(device)  # the target's own one-line refusal
+    for t in able:
+        t.use_remote(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +288,8 @@ def point_key(genome: Sequence[int], hws: Sequence[dict[str, Any]]) -> str:
 @dataclasses.dataclass(frozen=True)
 class WorkerSetup:
     config: SearchConfig
-    store_path: str
+    #: the results store; None on a cluster worker, which journals its writes for the search to replay
+    store_path: str | None
     run_id: str
 
 
@@ -251,7 +300,7 @@ class PointEvaluator:
         from hwnas.arch import get_space
         from hwnas.pipeline.executor import NullGate
         from hwnas.pipeline.accuracy import get_accuracy
-        from hwnas.pipeline.store import ResultStore
+        from hwnas.pipeline.store import Journal, ResultStore
         from hwnas.targets import get_target
 
         cfg = setup.config
@@ -262,6 +311,7 @@ class PointEvaluator:
         self.gate = gate if gate is not None else NullGate()
         self.space = get_space(cfg.space, **cfg.space_options) if cfg.space else None
         self.targets = [get_target(t) for t in cfg.targets]
+        use_remote(self.targets, cfg.remote_device())
         for t in self.targets:
             t.cost_method(cfg.cost)
             if cfg.ladder is not None:
@@ -275,7 +325,7 @@ class PointEvaluator:
         self.accuracy = (
             get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
         )
-        self.store = ResultStore(setup.store_path)
+        self.store = ResultStore(setup.store_path) if setup.store_path is not None else Journal()
         for t in self.targets:  # per-kernel times, machine peaks: measured once, kept with the run
             t.use_cache(self.store)
         acc_settings = self.accuracy.settings() if self.accuracy else {}
@@ -321,7 +371,7 @@ class PointEvaluator:
 
         genome, hws = task
         if hws is None:
-            return {"accuracy": self.accuracy_of(tuple(genome))}
+            return self._journaled({"accuracy": self.accuracy_of(tuple(genome))})
         started = time.time()
         result: dict[str, Any] = {"metrics": {}, "error": None}
         for target, hw in zip(self.targets, hws):
@@ -342,12 +392,20 @@ class PointEvaluator:
                 if acc is not None:
                     metrics["accuracy"] = acc
                 result["metrics"][target.spec] = metrics
-                self.record(key, genome, hw, target, metrics, "ok", None, ev.timings, started)
+                timings = dict(ev.timings, device=ev.device) if ev.device else ev.timings
+                self.record(key, genome, hw, target, metrics, "ok", None, timings, started)
             except Exception as exc:  # one candidate's failure is recorded, never fatal
                 from hwnas.pipeline.executor import describe
 
                 result["error"] = f"{target.spec}: {describe(exc)}"
                 self.record(key, genome, hw, target, {}, "failed", result["error"], {}, started)
+        return self._journaled(result)
+
+    def _journaled(self, result: dict[str, Any]) -> dict[str, Any]:
+        """On a cluster worker, the task's store writes travel back with its result (``journal``)."""
+        drain = getattr(self.store, "drain", None)
+        if drain is not None:
+            result["journal"] = drain()
         return result
 
     def reprice(self, genome, hws, method: str) -> dict[str, dict[str, float]]:
@@ -811,9 +869,15 @@ class Search:
         from hwnas.arch import get_space
         from hwnas.targets import get_target
 
+        from hwnas.pipeline.executor import probe, require
+
+        require(config.executor)
+        if config.cluster:
+            probe(config.executor, config.cluster)
         if config.space:
             get_space(config.space, **config.space_options)
         targets = [get_target(t) for t in config.targets]
+        use_remote(targets, config.remote_device())  # reaches the tracker: unreachable, or no server with the key
         for t in targets:
             t.cost_method(config.cost)
             if config.ladder is not None:
@@ -882,6 +946,7 @@ class Search:
             def done(j, outcome):
                 key, p = tasks[j]
                 if outcome.ok:
+                    self._replay(outcome.value)
                     p.metrics = outcome.value["metrics"]
                     p.error = outcome.value["error"]
                     p.status = "failed" if p.error else "ok"
@@ -930,6 +995,8 @@ class Search:
         results: list[float | None] = [None] * len(genomes)
 
         def done(j, outcome):
+            if outcome.ok:
+                self._replay(outcome.value)
             results[j] = outcome.value["accuracy"] if outcome.ok else None
 
         self._workers().run([(tuple(g), None) for g in genomes], done)
@@ -941,17 +1008,26 @@ class Search:
         if self.progress is not None:
             self.progress(self)
 
-    def _workers(self):
-        from hwnas.pipeline.executor import WorkerPool
+    def _replay(self, value: dict[str, Any]) -> None:
+        """Write a cluster worker's journaled writes into the store (see :class:`~hwnas.pipeline.store.Journal`)."""
+        from hwnas.pipeline.store import Journal
 
+        Journal.replay(value.pop("journal", ()), self.store)
+
+    def _workers(self):
+        from hwnas.pipeline.executor import WorkerPool, make_executor
+
+        cfg = self.config
         if self._pool is None:
-            setup = WorkerSetup(self.config, str(self.store_path), self.RUN_ID)
-            if self.config.workers == 0:
+            if cfg.workers == 0 and cfg.executor == "process":
                 self._pool = WorkerPool(workers=0, init=lambda _arg, _gate: self.evaluator, init_arg=None,
                                         work=_worker_work, timeout_s=None)
             else:
-                self._pool = WorkerPool(workers=self.config.workers, init=_worker_init, init_arg=setup,
-                                        work=_worker_work, timeout_s=self.config.timeout_s)
+                # process workers write the store themselves; cluster workers journal their writes to us
+                store_path = str(self.store_path) if cfg.executor == "process" else None
+                setup = WorkerSetup(cfg, store_path, self.RUN_ID)
+                self._pool = make_executor(cfg.executor, workers=cfg.workers, init=_worker_init, init_arg=setup,
+                                           work=_worker_work, timeout_s=cfg.timeout_s, address=cfg.cluster)
         return self._pool
 
     # -- objective vectors ---------------------------------------------------------------------

@@ -46,7 +46,7 @@ from hwnas.errors import InvalidConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVALUATION_STATUSES", "RUN_STATUSES", "SCHEMA_VERSION", "EvaluationRow", "ResultStore", "Run"]
+__all__ = ["EVALUATION_STATUSES", "RUN_STATUSES", "SCHEMA_VERSION", "EvaluationRow", "Journal", "ResultStore", "Run"]
 
 #: the schema this module writes and reads (``PRAGMA user_version``)
 SCHEMA_VERSION = 1
@@ -629,3 +629,49 @@ class ResultStore:
                    ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, created = excluded.created""",
                 (namespace, key, text, time.time()),
             )
+
+
+class Journal:
+    """Stands in for a :class:`ResultStore` on a worker that cannot reach the store's file (a cluster node).
+
+    It takes the same writes (:meth:`record`, :meth:`put`) and keeps them in
+    order until :meth:`drain` hands them over; the search process then replays
+    them into the one store (:meth:`replay`), so the store stays the single
+    record. :meth:`get` answers from this worker's own writes.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[str, tuple, dict]] = []
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def record(self, run_id: str, key: str, genome, hw, target: str, metrics, status: str = "ok",
+               error: str | None = None, timings=None, *, started: float | None = None,
+               finished: float | None = None) -> None:
+        args = (run_id, key, _normalised(genome, "the genome"), _normalised(dict(hw), "the hardware config"), target,
+                _normalised(dict(metrics), "the metrics"), status, error, _normalised(dict(timings or {}), "timings"))
+        self._entries.append(("record", args, {"started": started,
+                                               "finished": time.time() if finished is None else finished}))
+
+    def get(self, namespace: str, key: str, default: Any = None) -> Any:
+        return self._cache.get((namespace, key), default)
+
+    def put(self, namespace: str, key: str, value: Any) -> None:
+        value = _normalised(value, f"cache value {namespace}/{key}")
+        self._cache[(namespace, key)] = value
+        self._entries.append(("put", (namespace, key, value), {}))
+
+    def drain(self) -> list[tuple[str, tuple, dict]]:
+        """The writes since the last drain, in order."""
+        entries, self._entries = self._entries, []
+        return entries
+
+    @staticmethod
+    def replay(entries: Iterable[Sequence[Any]], store: ResultStore) -> None:
+        """Write ``entries`` (from :meth:`drain`) into ``store``."""
+        for kind, args, kwargs in entries:
+            if kind == "record":
+                store.record(*args, **kwargs)
+            elif kind == "put":
+                store.put(*args)
+            else:
+                raise StoreError(f"unknown journal entry {kind!r}")

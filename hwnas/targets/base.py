@@ -83,6 +83,19 @@ class Target(abc.ABC):
         """The name a user types for this target instance."""
         return self.name if self.variant is None else f"{self.name}:{self.variant}"
 
+    #: True for targets that can measure on a device reached over TVM RPC (:meth:`use_remote`)
+    measures_remotely: ClassVar[bool] = False
+
+    def use_remote(self, device) -> None:
+        """Measure on ``device`` (a :class:`hwnas.targets.remote.RemoteDevice`, reached through a TVM RPC
+        tracker) instead of this machine. Targets that cannot say so in one line."""
+        raise InvalidConfigError(f"target {self.spec} cannot measure on a remote device (--rpc-tracker); "
+                                 f"targets that can: cpu")
+
+    def measured_on(self, method: str) -> str | None:
+        """Where ``method`` measures, when not on this machine (``rpc:KEY@HOST:PORT``); None otherwise."""
+        return None
+
     def needs_quiet(self, method: str) -> bool:
         """True when ``method`` measures on this machine, so other work must pause meanwhile."""
         return False

@@ -79,6 +79,9 @@ class CpuTarget(Target):
             raise InvalidConfigError(f"target 'cpu' takes no variant but {self.TUNED_VARIANT!r}, got 'cpu:{variant}'")
         super().__init__(variant)
         self.cores = host_cores()
+        #: the RPC device ``measure`` runs on (:meth:`use_remote`), and its LLVM CPU name
+        self.remote = None
+        self.remote_cpu: str | None = None
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
@@ -111,7 +114,40 @@ class CpuTarget(Target):
             ),
         )
 
+    #: cost methods that price on this machine whatever the device: refused with a remote device
+    LOCAL_METHODS = ("lut", "analytical")
+    measures_remotely = True
+
+    def use_remote(self, device) -> None:
+        """Measure on ``device``: compiled for its CPU (as its TVM reports it), uploaded, timed there.
+
+        The device must have this machine's architecture (the library is linked here);
+        its core count is taken to be this machine's (the ``num_threads`` knob's range).
+        """
+        import tvm
+
+        info = device.device_info()
+        here = str(tvm.target.codegen.llvm_get_system_triple())
+        if info.get("mtriple", here).split("-")[0] != here.split("-")[0]:
+            raise InvalidConfigError(f"device {device.label} is {info['mtriple']}, this machine {here}: "
+                                     f"cross-compiling for a remote device is not supported")
+        self.remote, self.remote_cpu = device, info.get("mcpu")
+
+    def cost_method(self, method: str | None) -> str:
+        method = super().cost_method(method)
+        if self.remote is not None and method.partition(":")[0] in self.LOCAL_METHODS:
+            raise InvalidConfigError(f"cost method {method} prices on this machine, not on the remote device "
+                                     f"{self.remote.label}: use measure (or predictor) with --rpc-tracker")
+        return method
+
+    def measured_on(self, method: str) -> str | None:
+        if self.remote is not None and method.partition(":")[0] == "measure":
+            return self.remote.label
+        return None
+
     def needs_quiet(self, method: str) -> bool:
+        if self.measured_on(method) is not None:  # the tracker gives each measurement a device of its own
+            return False
         return method.partition(":")[0] in ("measure", "lut")
 
     def cost_namespace(self, hw: dict[str, Any]) -> str:
@@ -121,7 +157,8 @@ class CpuTarget(Target):
     def tvm_target(self, hw: dict[str, Any]):
         import tvm
 
-        return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), "num-cores": int(hw["num_threads"])})
+        return tvm.target.Target({"kind": "llvm", "mcpu": self.remote_cpu or host_cpu(),
+                                  "num-cores": int(hw["num_threads"])})
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes import cpu_graph_passes
@@ -168,7 +205,14 @@ class CpuTarget(Target):
         base, _, arg = method.partition(":")
         threads = int(built.hw["num_threads"])
         namespace = self.cost_namespace(built.hw)
-        if base == "measure":
+        if base == "measure" and self.remote is not None:
+            from hwnas.targets.remote import measure_remote
+
+            arrays = list(measure.random_inputs(built.inputs).values())
+            timing, _ = measure_remote(built.executable, arrays, self.remote, num_threads=threads, warmup=self.warmup,
+                                       repeats=self.repeats, min_repeat_ms=self.min_repeat_ms)
+            values = {"latency_ms": timing.median_ms, "latency_std_ms": timing.std_ms}
+        elif base == "measure":
             measure.set_num_threads(threads)
             arrays = list(measure.random_inputs(built.inputs).values())
             timing = measure.measure_vm(

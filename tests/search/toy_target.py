@@ -6,6 +6,7 @@ path), as any plugin would be, so worker processes register it too.
 """
 
 import functools
+import os
 import time
 
 from hwnas.errors import CompileError
@@ -22,9 +23,12 @@ class ToyTarget(Target):
     variants = ()
 
     def __init__(self, variant=None):
-        # "toy:slow:SECONDS" sleeps that long in every evaluation (for kill / timeout tests)
+        # "toy:slow:SECONDS" sleeps that long in every evaluation (for kill / timeout tests);
+        # "toy:hang:PATH": the first evaluation anywhere writes its process id to PATH and hangs
+        # (a test kills that process), the others do not
         super().__init__(variant)
         self.sleep_s = float(variant.split(":")[1]) if variant and variant.startswith("slow:") else 0.0
+        self.hang_marker = variant.partition(":")[2] if variant and variant.startswith("hang:") else None
 
     @functools.cached_property
     def hardware_space(self):
@@ -36,6 +40,16 @@ class ToyTarget(Target):
 
     def cost_architecture(self, space, genome, hw, *, method):
         time.sleep(self.sleep_s)
+        if self.hang_marker is not None:
+            try:  # the lock stays: only the first evaluation ever hangs
+                os.close(os.open(self.hang_marker + ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                with open(self.hang_marker + ".tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.rename(self.hang_marker + ".tmp", self.hang_marker)
+                time.sleep(300)
         if hw["mode"] == "boom":
             raise CompileError("toy compiler refuses mode boom")
         work = sum((g + 1) * (i + 1) for i, g in enumerate(genome))
