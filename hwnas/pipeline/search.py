@@ -28,13 +28,11 @@ violates one, or that failed to evaluate, is infeasible.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -447,7 +445,7 @@ class PointEvaluator:
             self.store.open_run(EXTRA_RUN_ID, {"of": self.run_id}, versions(), resume=True)
         started = time.time()
         try:
-            with tempfile.TemporaryDirectory(prefix="hwnas-extra-") as tmp, _same_affinity():
+            with tempfile.TemporaryDirectory(prefix="hwnas-extra-") as tmp:
                 ev = evaluate(self.candidate(genome, hw), target, cost=self.config.cost, workdir=tmp, gate=self.gate)
         except Exception as exc:  # recorded like a search's failure; the caller decides what it means
             error = f"{target.spec}: {describe(exc)}"
@@ -464,19 +462,6 @@ class PointEvaluator:
             run_id or self.run_id, key, list(genome) if self.space is not None else None, hw, target.spec, metrics,
             status=status, error=error, timings=timings, started=started, finished=time.time(),
         )
-
-
-@contextlib.contextmanager
-def _same_affinity():
-    """Restore this process's CPU affinity afterwards: sizing TVM's thread pool for a measurement pins the
-    process, and worker processes started later inherit the pinning (and would see fewer cores)."""
-    get = getattr(os, "sched_getaffinity", None)
-    before = get(0) if get is not None else None
-    try:
-        yield
-    finally:
-        if before is not None and os.sched_getaffinity(0) != before:
-            os.sched_setaffinity(0, before)
 
 
 def _worker_init(setup: WorkerSetup, gate) -> PointEvaluator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 
 import numpy as np
@@ -20,11 +21,20 @@ class Timing:
 
 
 def set_num_threads(n: int) -> None:
-    """Size TVM's CPU thread pool for this process (``TVM_NUM_THREADS`` only acts at start-up)."""
+    """Size TVM's CPU thread pool for this process (``TVM_NUM_THREADS`` only acts at start-up).
+
+    TVM pins the calling thread to one core while it does so; its affinity is
+    given back afterwards, or this process would see one core from then on
+    (``host_cores``) and so would every worker process it starts.
+    """
     import tvm
 
+    get = getattr(os, "sched_getaffinity", None)
+    before = get(0) if get is not None else None
     # affinity mode 1 ("big" cores: every core on a homogeneous machine), n workers
     tvm.get_global_func("runtime.config_threadpool")(1, int(n))
+    if before is not None and os.sched_getaffinity(0) != before:
+        os.sched_setaffinity(0, before)
 
 
 def random_inputs(inputs: dict[str, tuple[tuple[int, ...], str]], seed: int = 0) -> dict[str, np.ndarray]:
