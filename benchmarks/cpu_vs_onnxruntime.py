@@ -11,10 +11,10 @@ For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
      what is left of the budget, in a fresh database (nothing tuned earlier is
      reused, so the tuning time is the real cost);
 2. checks every artifact's output against ONNX Runtime (1e-4);
-3. times ONNX Runtime, torch eager and the artifacts *interleaved*: each of
-   ``--repeats`` rounds takes one sample of every runtime in turn (a sample is
-   the mean of enough back-to-back calls to last 20 ms), so a disturbance on
-   the machine hits all of them alike; the table gives the medians.
+3. times ONNX Runtime, torch eager and the artifacts in 3 rounds: in each
+   round every runtime takes a third of its ``--repeats`` samples in a row
+   (a sample is the mean of enough back-to-back calls to last 20 ms), the
+   order turning from round to round; the table gives the medians.
 
 Every runtime uses ``--threads`` threads. With ``--state DIR`` the tuning
 outcome of each network (the knob config, the MetaSchedule database, the
@@ -39,7 +39,7 @@ import numpy as np
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--threads", type=int, default=2)
-parser.add_argument("--repeats", type=int, default=30, help="interleaved samples per runtime (default 30)")
+parser.add_argument("--repeats", type=int, default=30, help="samples per runtime (default 30)")
 parser.add_argument("--sweep", type=int, default=12, help="random HSS configs tried per network (plus hand-picked)")
 parser.add_argument("--tune-minutes", type=float, default=10.0,
                     help="tuning budget per network: knob sweep plus MetaSchedule (default 10; 0: knobs only)")
@@ -62,6 +62,8 @@ from hwnas.pipeline.evaluate import Candidate, compile_candidate, evaluate  # no
 from hwnas.targets import get_target  # noqa: E402
 
 MIN_SAMPLE_S = 0.020
+#: rounds the samples of each runtime are spread over (see ``in_rounds``)
+ROUNDS = 3
 
 #: fixed benchmark networks (genomes documented in the README)
 NETWORKS = {
@@ -111,13 +113,23 @@ def block_of(fn):
     return sample
 
 
-def interleaved(runtimes: dict[str, object]) -> dict[str, float]:
-    """Median ms of each runtime over ``args.repeats`` rounds of one sample each, in turn."""
-    samplers = {name: block_of(fn) for name, fn in runtimes.items()}
-    samples: dict[str, list[float]] = {name: [] for name in runtimes}
-    for _ in range(args.repeats):
-        for name, sample in samplers.items():
-            samples[name].append(sample())
+def in_rounds(runtimes: dict[str, object]) -> dict[str, float]:
+    """Median ms of each runtime over ``args.repeats`` samples taken in ``ROUNDS`` rounds.
+
+    In each round every runtime takes a run of consecutive samples, after a
+    warm-up, and the order of the runtimes turns by one from round to round:
+    a drift of the machine over the minutes of the run hits them all alike,
+    while no runtime is timed right after a switch, against another's thread
+    pool (ONNX Runtime timed in strict alternation with the TVM artifact ran
+    2-3x slower than alone here).
+    """
+    names = list(runtimes)
+    per_round = -(-args.repeats // ROUNDS)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(ROUNDS):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            sample = block_of(runtimes[name])
+            samples[name] += [sample() for _ in range(per_round)]
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -159,8 +171,9 @@ def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir:
     configs = hand_picked(target) + [target.hardware_space.sample(rng) for _ in range(args.sweep)]
     tried = 1
     for hw in configs:
-        if time.perf_counter() - t0 > budget_s / 2 and budget_s > 0:
-            break  # half the budget at most for the knobs
+        elapsed = time.perf_counter() - t0
+        if budget_s > 0 and elapsed + elapsed / tried > budget_s / 2:
+            break  # half the budget at most for the knobs (the next config at the mean time so far)
         hw = {**hw, **threads}
         if not target.hardware_space.is_valid(hw):
             continue
@@ -249,7 +262,7 @@ def main() -> int:
                 if not np.allclose(out, reference, rtol=1e-4, atol=1e-4):
                     print(f"{name}: the {key} artifact differs from ONNX Runtime by {errors[key]:.2e}", file=sys.stderr)
                     return 1
-            ms = interleaved(runtimes)
+            ms = in_rounds(runtimes)
         hwnas_best = min(v for k, v in ms.items() if k in builds)
         rows.append((name, ms, hwnas_best, info, max(errors.values())))
 
@@ -259,7 +272,7 @@ def main() -> int:
     from hwnas.targets.cpu import host_cpu
 
     budgets = sorted({r[3]["budget_s"] / 60 for r in rows})
-    print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} interleaved samples (ms); "
+    print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} samples in {ROUNDS} rounds (ms); "
           f"tuning budget {', '.join(f'{b:g}' for b in budgets)} min per network\n")
     header = ("network", "ORT ms", "torch ms", "hwnas default ms", "hwnas knobs ms", "hwnas metaschedule ms",
               "hwnas best / ORT", "tuning s (knob configs + MetaSchedule workloads)", "max |err| vs ORT")

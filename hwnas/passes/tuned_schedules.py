@@ -16,8 +16,9 @@ workloads found in the database (``reused``), tuned now (``tuned``) and left
 to the knobs' schedules because the tuning budget was spent (``untuned``).
 
 With ``budget_s``, new workloads are tuned largest first (by multiply-
-accumulates) until that many seconds of tuning have been spent in this pass
-object; the rest keep the knobs' schedules (and are tuned by a later run).
+accumulates) while the next one, at the mean time of those tuned so far,
+still fits in that many seconds of tuning by this pass object; the rest keep
+the knobs' schedules (and are tuned by a later run).
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ class TunedSchedules:
                 missing.sort(key=lambda item: -self.priority(item[1]))
             done = 0
             for gv, func in missing:
-                if self.budget_s is not None and self.tuning_s >= self.budget_s:
+                # stop before a workload that would overrun the budget (judged by those tuned so far)
+                tuned_so_far = self.stats["tuned"] + done
+                mean_s = self.tuning_s / tuned_so_far if tuned_so_far else 0.0
+                if self.budget_s is not None and self.tuning_s + mean_s >= self.budget_s:
                     break
                 log.info("TunedSchedules: tuning %s (%d trials)", gv.name_hint, self.trials)
                 t0 = time.perf_counter()
