@@ -56,3 +56,19 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``hwnas ARGS...`` in this process: ``cli(*argv) -> (exit code, stdout, stderr)``."""
+    from hwnas.pipeline.cli import main
+
+    def run(*argv):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

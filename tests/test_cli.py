@@ -8,17 +8,9 @@ import sys
 import pytest
 import torch
 
-from hwnas.pipeline.cli import main
 from hwnas.pipeline.lower import export_onnx
 
 
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +21,21 @@ def onnx_file(tmp_path_factory):
     return export_onnx(net, (1, 3, 8, 8), tmp_path_factory.mktemp("m") / "user.onnx")
 
 
-def test_targets_lists_every_knob_with_its_range(capsys):
-    code, out, _ = run(capsys, "targets")
+def test_targets_lists_every_knob_with_its_range(cli):
+    code, out, _ = cli("targets")
     assert code == 0
     for knob in ("layout", "tile_oc", "tile_rc", "loop_order", "parallel", "vector_width", "unroll", "num_threads"):
         assert knob in out
     assert "2^k in 1..64" in out and "latency_ms" in out
 
 
-def test_spaces_lists_the_builtins(capsys):
-    code, out, _ = run(capsys, "spaces")
+def test_spaces_lists_the_builtins(cli):
+    code, out, _ = cli("spaces")
     assert code == 0 and all(s in out for s in ("nb201", "fbnet", "mbv2"))
 
 
-def test_compile_own_onnx_writes_a_bundle(capsys, tmp_path, onnx_file):
-    code, out, err = run(capsys, "compile", "--onnx", str(onnx_file), "--hw", '{"tile_oc": 4}',
+def test_compile_own_onnx_writes_a_bundle(cli, tmp_path, onnx_file):
+    code, out, err = cli("compile", "--onnx", str(onnx_file), "--hw", '{"tile_oc": 4}',
                          "--repeats", "2", "--out", str(tmp_path / "b"))
     assert code == 0, err
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -83,7 +75,7 @@ def test_compile_own_onnx_writes_a_bundle(capsys, tmp_path, onnx_file):
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, argv, message):
+def test_bad_input_gets_one_line_and_exit_2(cli, tmp_path, argv, message):
     text = tmp_path / "notes.onnx"
     text.write_text("not a model")
     subs = {"{o}": str(tmp_path / "out"), "{missing}": str(tmp_path / "nope.onnx"), "{text}": str(text)}
@@ -93,7 +85,7 @@ def test_bad_input_gets_one_line_and_exit_2(capsys, tmp_path, argv, message):
             arg = arg.replace(key, value)
         return arg
 
-    code, out, err = run(capsys, *[fill(a) for a in argv])
+    code, out, err = cli(*[fill(a) for a in argv])
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("no --genome")]
     assert len(lines) == 1, err

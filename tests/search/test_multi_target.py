@@ -18,7 +18,6 @@ import sys
 import pytest
 
 from hwnas.arch import get_space
-from hwnas.pipeline.cli import main
 from hwnas.pipeline.evaluate import Candidate, evaluate
 from hwnas.pipeline.report import write_report
 from hwnas.pipeline.search import (
@@ -160,13 +159,6 @@ def test_aggregate_option_rewrites_the_cost_objectives_only():
     assert apply_aggregate(["accuracy", "latency"], "none") == ("accuracy", "latency")
 
 
-def _run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(
@@ -188,9 +180,9 @@ def _run(capsys, *argv):
         (["--target", "asic:eyeriss"], "target asic:eyeriss is named twice; give each --target once"),
     ],
 )
-def test_bad_multi_target_input_gets_one_line(capsys, tmp_path, args, message):
+def test_bad_multi_target_input_gets_one_line(cli, tmp_path, args, message):
     out = tmp_path / "o"
-    code, _, err = _run(capsys, "search", "--space", "nb201", "--target", "cpu", "--target", "asic:eyeriss",
+    code, _, err = cli("search", "--space", "nb201", "--target", "cpu", "--target", "asic:eyeriss",
                         "--out", str(out), *args)
     assert code == 2
     lines = err.strip().splitlines()
@@ -199,8 +191,8 @@ def test_bad_multi_target_input_gets_one_line(capsys, tmp_path, args, message):
     assert not out.exists()  # refused before anything is written
 
 
-def test_aggregating_over_one_target_is_refused(capsys, tmp_path):
-    code, _, err = _run(capsys, "search", "--space", "nb201", "--target", "asic:eyeriss", "--aggregate", "worst",
+def test_aggregating_over_one_target_is_refused(cli, tmp_path):
+    code, _, err = cli("search", "--space", "nb201", "--target", "asic:eyeriss", "--aggregate", "worst",
                         "--out", str(tmp_path / "o"))
     assert code == 2 and "aggregates over targets but only asic:eyeriss is searched; add another --target" in err
 

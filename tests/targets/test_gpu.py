@@ -290,19 +290,10 @@ def test_cuda_numerics_match_onnx_runtime(onnx_files, name, hw, tol):
 # ---------------------------------------------------------------------------
 
 
-def _cli(capsys, *argv):
-    from hwnas.pipeline.cli import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def test_cli_lists_the_gpu_target_with_its_knobs(capsys):
-    code, out, _ = _cli(capsys, "targets")
+def test_cli_lists_the_gpu_target_with_its_knobs(cli):
+    code, out, _ = cli("targets")
     assert code == 0
     section = out[out.index("gpu:<variant>"):]
     assert "h100, h200, a100, rtx4090, orin, 1080ti, titanxp" in section
@@ -310,23 +301,23 @@ def test_cli_lists_the_gpu_target_with_its_knobs(capsys):
         assert knob in section
 
 
-def test_cli_measure_without_a_device_and_over_limit_threads_are_one_line(capsys, tmp_path):
+def test_cli_measure_without_a_device_and_over_limit_threads_are_one_line(cli, tmp_path):
     from hwnas.targets.gpu import cuda_present
 
     if not cuda_present():
-        code, _, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target",
+        code, _, err = cli("compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target",
                             "gpu:h100", "--cost", "measure", "--out", str(tmp_path / "a"))
         assert code == 2 and err.count("\n") == 1 and "needs a CUDA device" in err
-    code, _, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target", "gpu:h100", "--hw",
+    code, _, err = cli("compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target", "gpu:h100", "--hw",
                         '{"threads_oc": 64, "threads_oh": 32}', "--out", str(tmp_path / "b"))
     assert code == 2 and err.count("\n") == 1 and "max_threads_per_block=1024" in err
 
 
 @needs_nvcc
-def test_cli_compiles_an_nb201_cell_for_h100(capsys, tmp_path):
+def test_cli_compiles_an_nb201_cell_for_h100(cli, tmp_path):
     import json
 
-    code, out, err = _cli(capsys, "compile", "--space", "nb201", "--genome", "[1,2,3,0,4,2]", "--target", "gpu:h100",
+    code, out, err = cli("compile", "--space", "nb201", "--genome", "[1,2,3,0,4,2]", "--target", "gpu:h100",
                           "--out", str(tmp_path / "b"))
     assert code == 0, err
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
