@@ -123,6 +123,12 @@ class AccuracyEvaluator(abc.ABC):
             raise RunError(f"accuracy evaluator {self.name} gave a non-finite value for {list(genome)}")
         return AccuracyResult(accuracy=value, seconds=time.perf_counter() - start, details=details)
 
+    def check_space(self, space: ArchSpace) -> None:
+        """Raise :class:`InvalidConfigError` if this evaluator cannot score networks of ``space`` at all.
+
+        Called before a search starts, so that a mismatch is one error line, not every point failing.
+        """
+
     @abc.abstractmethod
     def _evaluate(self, space: ArchSpace, genome: tuple[int, ...]) -> tuple[float, dict[str, Any]]:
         """The value and details for an already validated genome."""
@@ -339,7 +345,7 @@ class TableAccuracy(AccuracyEvaluator):
         # the file's content, not its path: a moved data folder may resume a run
         return {"evaluator": self.name, "dataset": self.dataset, "table_sha256": self._table.sha256}
 
-    def _evaluate(self, space: ArchSpace, genome: tuple[int, ...]) -> tuple[float, dict[str, Any]]:
+    def check_space(self, space: ArchSpace) -> None:
         if space.name != "nb201":
             raise InvalidConfigError(
                 f"the table evaluator has accuracies for nb201 only, not space {space.name!r}; "
@@ -351,6 +357,9 @@ class TableAccuracy(AccuracyEvaluator):
                     f"the table evaluator's accuracies are for nb201 with channels=16, cells_per_stage=5; "
                     f"this space has {option}={getattr(space, option)}"
                 )
+
+    def _evaluate(self, space: ArchSpace, genome: tuple[int, ...]) -> tuple[float, dict[str, Any]]:
+        self.check_space(space)
         index = genome_to_index(genome)
         column = TABLE_COLUMNS[self.dataset]
         value = self._table.values[column].get(index)

@@ -133,6 +133,13 @@ class SearchConfig:
     #: seconds to reach the tracker, and to wait for a free device
     rpc_timeout_s: float = 60.0
 
+    @property
+    def needs_accuracy(self) -> bool:
+        """Whether an objective or a constraint is the accuracy."""
+        return any(canonical(o.split("@")[0]) == "accuracy" for o in self.objectives) or any(
+            Bound.parse(c).metric.split("@")[0] == "accuracy" for c in self.constraints
+        )
+
     def __post_init__(self) -> None:
         if self.formulation not in FORMULATIONS:
             raise InvalidConfigError(f"unknown formulation {self.formulation!r}; known: {', '.join(FORMULATIONS)}")
@@ -317,9 +324,7 @@ class PointEvaluator:
             if cfg.repeats is not None and hasattr(t, "repeats"):
                 t.repeats = cfg.repeats
         self.joint = JointSpace(self.space, self.targets)
-        self.needs_accuracy = any(canonical(o.split("@")[0]) == "accuracy" for o in cfg.objectives) or any(
-            Bound.parse(c).metric.split("@")[0] == "accuracy" for c in cfg.constraints
-        )
+        self.needs_accuracy = cfg.needs_accuracy
         self.accuracy = (
             get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
         )
@@ -860,7 +865,11 @@ class Search:
         if config.cluster:
             probe(config.executor, config.cluster)
         if config.space:
-            get_space(config.space, **config.space_options)
+            space = get_space(config.space, **config.space_options)
+            if config.needs_accuracy:
+                from hwnas.pipeline.accuracy import get_accuracy
+
+                get_accuracy(config.accuracy, **config.accuracy_options).check_space(space)
         targets = [get_target(t) for t in config.targets]
         use_remote(targets, config.remote_device())  # reaches the tracker: unreachable, or no server with the key
         for t in targets:
