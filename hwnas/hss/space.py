@@ -123,6 +123,19 @@ class HardwareSpace:
             f"{self.name}: no valid config found in {MAX_SAMPLE_TRIES} random draws; the constraints are too tight"
         )
 
+    def fixed(self, names: Sequence[str], why: str) -> HardwareSpace:
+        """This space with the knobs ``names`` held at their defaults (one value each; ``why`` joins their doc).
+
+        The genome keeps its length, so a stored config still decodes; the knobs just have nothing to choose.
+        """
+        from hwnas.hss.params import ChoiceParam
+
+        params = {
+            k: ChoiceParam((p.default,), doc=f"{p.doc} (fixed: {why})") if k in names else p
+            for k, p in self.params.items()
+        }
+        return HardwareSpace(name=self.name, params=params, constraints=self.constraints)
+
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Rows (knob, allowed values, default, doc) for ``hwnas targets``."""
         return [(k, p.describe(), str(p.default), p.doc) for k, p in self.params.items()]

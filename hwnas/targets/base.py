@@ -162,6 +162,10 @@ class Target(abc.ABC):
         """Write the deployable files into ``out_dir``; return role -> path."""
         raise InvalidConfigError(f"target {self.spec} emits no artifacts")
 
+    #: knobs that change what the deployed network computes (e.g. its bit-widths): a search whose accuracy
+    #: evaluator cannot run the deployed network holds them at their defaults, or they would look free
+    deployment_knobs: tuple[str, ...] = ()
+
     def deployment_key(self, hw: dict[str, Any]) -> str | None:
         """None when the device computes what the float network computes; otherwise a key naming the
         numerics it runs instead (e.g. int8 quantization), for accuracy evaluators that can measure
