@@ -344,6 +344,8 @@ class _Rewriter:
         self.kinds: list[str] = []
         #: per quantized layer: (weights, bytes as stored, bits)
         self.weights: list[tuple[int, int, int]] = []
+        #: id of a float/acc value -> (the value, its integer version)
+        self.int_of: dict[int, tuple[_Value, _Value]] = {}
         # the other functions (PrimFuncs a fallback call may use) without the float main
         self.bb = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in mod.functions_items()
                                                    if gv.name_hint != "main"}))
@@ -410,6 +412,14 @@ class _Rewriter:
     def as_int(self, v: _Value) -> _Value:
         if v.kind == "int":
             return v
+        done = self.int_of.get(id(v))
+        if done is not None:  # requantized once, whatever the number of consumers
+            return done[1]
+        out = self._as_int(v)
+        self.int_of[id(v)] = (v, out)  # keeps ``v`` alive, so its id stays its own
+        return out
+
+    def _as_int(self, v: _Value) -> _Value:
         s = self.scale_of(v.src)
         if v.kind == "acc":
             qlo, qhi = self.bounds(s, v.lo, v.hi)
