@@ -630,6 +630,14 @@ class _Rewriter:
                                 self.values[b.var] = self.rewrite(b.var, value)
                         elif isinstance(value, relax.Var) and value in self.values:
                             self.values[b.var] = self.values[value]
+                        elif isinstance(value, relax.TupleGetItem) and value.tuple_value in self.values:
+                            # a field of a tuple a float operator returned (batch_norm, split)
+                            src = self.values[value.tuple_value]
+                            self.values[b.var] = _Value(self.emit(relax.TupleGetItem(self.as_float(src), value.index)),
+                                                        "float", None, b.var)
+                        elif isinstance(value, relax.Tuple):
+                            fields = [self.as_float(self.values[f]) if f in self.values else f for f in value.fields]
+                            self.values[b.var] = _Value(self.emit(relax.Tuple(fields)), "float", None, b.var)
                         else:
                             raise InvalidConfigError(
                                 f"quantization: unsupported binding {type(value).__name__} for {b.var.name}")
