@@ -230,4 +230,10 @@ class CpuTarget(Target):
         return {"library": path}
 
     def runtime_info(self, built: Built) -> dict[str, Any]:
-        return {"device": "cpu", "num_threads": int(built.hw["num_threads"])}
+        from hwnas.passes.quantize import quantization_info
+
+        info = {"device": "cpu", "num_threads": int(built.hw["num_threads"])}
+        quant = quantization_info(built.module)
+        if quant is not None:  # integer input and output: x_q = clip(round(x / input_scale)), y = y_q * output_scale
+            info["quantization"] = quant
+        return info
