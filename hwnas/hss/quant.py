@@ -36,9 +36,11 @@ def quantization_params(*, weight_bits: Sequence = (8, 6, 4, 2), activation_bits
     is not quantized) and whose activations ``activation_bits``; the defaults are the first values
     unless given."""
     weight_bits = tuple(weight_bits)
+    floats = "; float: not quantized" if FLOAT in weight_bits else ""
+    act_floats = "; float: weights rounded only" if FLOAT in tuple(activation_bits) else ""
     return {
         "weight_bits": ChoiceParam(weight_bits, default_value=default_weight,
-                                   doc="weight bits of every conv/dense layer (per-channel; float: not quantized)"),
+                                   doc=f"weight bits of every conv/dense layer (per-channel{floats})"),
         "weight_bits_first": ChoiceParam((DEFAULT, *weight_bits),
                                          doc="weight bits of the first layer (default: weight_bits)"),
         "weight_bits_last": ChoiceParam((DEFAULT, *weight_bits),
@@ -46,7 +48,7 @@ def quantization_params(*, weight_bits: Sequence = (8, 6, 4, 2), activation_bits
         "weight_bits_dw": ChoiceParam((DEFAULT, *weight_bits),
                                       doc="weight bits of depthwise convs (default: weight_bits)"),
         "activation_bits": ChoiceParam(tuple(activation_bits), default_value=default_activation,
-                                       doc="activation bits (int8/int16 tensors; float: weights rounded only)"),
+                                       doc=f"activation bits (int8/int16 tensors{act_floats})"),
         "weight_scheme": ChoiceParam(("symmetric", "asymmetric"),
                                      doc="per-channel weight grid (asymmetric: a zero point, sub-8-bit layers)"),
     }
