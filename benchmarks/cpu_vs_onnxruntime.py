@@ -1,41 +1,64 @@
 """hwnas's compiled CPU artifact against ONNX Runtime and torch eager, in one process.
 
-For an mbv2 network at 96x96, an nb201 network and an fbnet network: the
-latency of the artifact with the default hardware config and with the best
-config of a small HSS sweep, ONNX Runtime and torch eager on the same ONNX /
-module, all with the same number of threads; the median of >= 30 samples,
-each sample the mean of enough back-to-back runs to last 20 ms.
+For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
 
-    python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeats 30] [--sweep 12]
+1. tunes the hwnas artifact, within ``--tune-minutes`` per network in all:
+   * **knobs**: the default hardware config, hand-picked configs and
+     ``--sweep`` random ones of the CPU target's HSS, each measured by the
+     target; the fastest is kept;
+   * **metaschedule** (``cpu:metaschedule`` on the best knob config): the conv
+     and dense workloads are tuned by TVM's MetaSchedule, largest first, with
+     what is left of the budget, in a fresh database (nothing tuned earlier is
+     reused, so the tuning time is the real cost);
+2. checks every artifact's output against ONNX Runtime (1e-4);
+3. times ONNX Runtime, torch eager and the artifacts *interleaved*: each of
+   ``--repeats`` rounds takes one sample of every runtime in turn (a sample is
+   the mean of enough back-to-back calls to last 20 ms), so a disturbance on
+   the machine hits all of them alike; the table gives the medians.
+
+Every runtime uses ``--threads`` threads. With ``--state DIR`` the tuning
+outcome of each network (the knob config, the MetaSchedule database, the
+seconds spent) is kept in DIR and reused by a later run, which then only
+measures: tune once (``--tune-only``), measure on a quiet machine later.
+
+    python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeats 30] [--tune-minutes 10] [--sweep 12]
+                                            [--state DIR [--tune-only]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-# the sweep's candidates must all run with the same thread pool size
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--threads", type=int, default=2)
-parser.add_argument("--repeats", type=int, default=30)
+parser.add_argument("--repeats", type=int, default=30, help="interleaved samples per runtime (default 30)")
 parser.add_argument("--sweep", type=int, default=12, help="random HSS configs tried per network (plus hand-picked)")
+parser.add_argument("--tune-minutes", type=float, default=10.0,
+                    help="tuning budget per network: knob sweep plus MetaSchedule (default 10; 0: knobs only)")
+parser.add_argument("--trials", type=int, default=16, help="MetaSchedule trials per workload (default 16)")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--networks", default="mbv2,nb201,fbnet")
+parser.add_argument("--state", help="folder keeping each network's tuning outcome (reused when present)")
+parser.add_argument("--tune-only", action="store_true", help="with --state: tune the networks not yet tuned, then stop")
 args = parser.parse_args()
+if args.tune_only and not args.state:
+    parser.error("--tune-only needs --state")
+# the artifacts and the measurements all run with the same thread pool size
 os.environ["TVM_NUM_THREADS"] = str(args.threads)
 
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
 from hwnas.arch import get_space  # noqa: E402
-from hwnas.pipeline.evaluate import Candidate, evaluate  # noqa: E402
+from hwnas.pipeline.evaluate import Candidate, compile_candidate, evaluate  # noqa: E402
 from hwnas.targets import get_target  # noqa: E402
 
 MIN_SAMPLE_S = 0.020
@@ -49,23 +72,6 @@ NETWORKS = {
     # fbnet: k3_e3 everywhere
     "fbnet": ("fbnet", {}, None),
 }
-
-
-def timed(fn) -> float:
-    """Median over ``args.repeats`` samples of the mean time (ms) of a block of calls lasting >= 20 ms."""
-    for _ in range(3):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    number = max(1, int(MIN_SAMPLE_S / one))
-    samples = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - t0) / number * 1e3)
-    return statistics.median(samples)
 
 
 def genome_for(name: str, space) -> list[int]:
@@ -88,11 +94,123 @@ def hand_picked(target) -> list[dict]:
     return picks
 
 
-def main() -> int:
+def block_of(fn):
+    """``fn`` repeated enough times for one sample to last ``MIN_SAMPLE_S`` (after a warm-up)."""
+    for _ in range(3):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    number = max(1, int(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-6)))
+
+    def sample() -> float:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number * 1e3
+
+    return sample
+
+
+def interleaved(runtimes: dict[str, object]) -> dict[str, float]:
+    """Median ms of each runtime over ``args.repeats`` rounds of one sample each, in turn."""
+    samplers = {name: block_of(fn) for name, fn in runtimes.items()}
+    samples: dict[str, list[float]] = {name: [] for name in runtimes}
+    for _ in range(args.repeats):
+        for name, sample in samplers.items():
+            samples[name].append(sample())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def vm_call(built, x: np.ndarray):
+    """A zero-argument callable running the artifact's ``main`` on ``x``, and its output."""
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(built.executable, dev)
+    arg = tvm.runtime.tensor(x, dev)
+    main = vm["main"]
+
+    def run():
+        return main(arg)
+
+    out = run()
+    if not hasattr(out, "numpy"):  # a tuple of outputs: the first is the logits
+        out = out[0]
+    return run, out.numpy()
+
+
+def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir: str, state: str | None):
+    """The knob sweep, then MetaSchedule with the rest of the budget: (default hw, best knob hw, database, info).
+
+    With ``state``, a network tuned before is not tuned again: its outcome is read back.
+    """
+    saved = os.path.join(state, f"{name}.json") if state else None
+    if saved and os.path.exists(saved):
+        with open(saved) as f:
+            kept = json.load(f)
+        print(f"{name}: tuning outcome read from {saved}", file=sys.stderr)
+        return kept["default_hw"], kept["best_hw"], kept["database"], kept["info"]
     target = get_target("cpu")
-    target.repeats = args.repeats
-    threads = {"num_threads": min(args.threads, target.cores)}
+    target.repeats = 10
+    t0 = time.perf_counter()
+    default = evaluate(Candidate.from_space(space, genome, threads), target, workdir=workdir)
+    best = default
+    configs = hand_picked(target) + [target.hardware_space.sample(rng) for _ in range(args.sweep)]
+    tried = 1
+    for hw in configs:
+        if time.perf_counter() - t0 > budget_s / 2 and budget_s > 0:
+            break  # half the budget at most for the knobs
+        hw = {**hw, **threads}
+        if not target.hardware_space.is_valid(hw):
+            continue
+        ev = evaluate(Candidate.from_space(space, genome, hw), target, workdir=workdir)
+        tried += 1
+        if ev.metrics["latency_ms"] < best.metrics["latency_ms"]:
+            best = ev
+    sweep_s = time.perf_counter() - t0
+    print(f"{name}: {tried} knob configs in {sweep_s:.0f} s, best {best.hw}", file=sys.stderr)
+    info = {"sweep_s": sweep_s, "configs": tried, "tune_s": 0.0, "tuned": 0, "untuned": 0, "budget_s": budget_s}
+    left = budget_s - sweep_s
+    database = None
+    if left > 0:
+        tuned_target = get_target("cpu:metaschedule")
+        tuned_target.tune_trials = args.trials
+        tuned_target.tune_budget_s = left
+        database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
+        os.environ["HWNAS_TUNING_DB"] = database
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        compile_candidate(Candidate.from_space(space, genome, best.hw), tuned_target, best.hw, workdir=workdir,
+                          timings=timings)
+        info.update(tune_s=time.perf_counter() - t0, tuned=int(timings.get("tuning_tuned", 0)),
+                    untuned=int(timings.get("tuning_untuned", 0)))
+        print(f"{name}: MetaSchedule tuned {info['tuned']} workloads ({info['untuned']} left to the knobs) "
+              f"in {info['tune_s']:.0f} s", file=sys.stderr)
+    if saved:
+        with open(saved, "w") as f:
+            json.dump({"default_hw": default.hw, "best_hw": best.hw, "database": database, "info": info}, f, indent=1,
+                      default=int)
+    return default.hw, best.hw, database, info
+
+
+def build(space, genome, hw: dict, workdir: str, database: str | None = None):
+    """Compile the network with ``hw`` (with ``database``: cpu:metaschedule, its tuned schedules, no new tuning)."""
+    timings: dict[str, float] = {}
+    if database is None:
+        target = get_target("cpu")
+    else:
+        os.environ["HWNAS_TUNING_DB"] = database
+        target = get_target("cpu:metaschedule")
+        target.tune_budget_s = 0.0  # what the budget did not reach keeps the knobs' schedules
+    model, built, onnx_path = compile_candidate(Candidate.from_space(space, genome, hw), target, hw, workdir=workdir,
+                                                timings=timings)
+    return built, onnx_path
+
+
+def main() -> int:
     torch.set_num_threads(args.threads)
+    threads = {"num_threads": min(args.threads, get_target("cpu").cores)}
     rng = np.random.default_rng(args.seed)
     rows = []
     for name in args.networks.split(","):
@@ -100,47 +218,59 @@ def main() -> int:
         space = get_space(space_name, **options)
         genome = genome_for(name, space)
         net = space.build(genome)
+        if args.state:
+            os.makedirs(args.state, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            default = evaluate(Candidate.from_space(space, genome, threads), target, workdir=tmp)
+            default_hw, best_hw, database, info = tune(name, space, genome, threads, rng, args.tune_minutes * 60, tmp,
+                                                       args.state)
+            if args.tune_only:
+                continue
+            builds = {"default": build(space, genome, default_hw, tmp), "knobs": build(space, genome, best_hw, tmp)}
+            if database is not None:
+                builds["tuned"] = build(space, genome, best_hw, tmp, database)
             x = np.random.default_rng(0).standard_normal(space.input_shape(genome)).astype("float32")
             so = ort.SessionOptions()
             so.intra_op_num_threads = args.threads
             so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(str(default.onnx_path), so, providers=["CPUExecutionProvider"])
-            ort_ms = timed(lambda: sess.run(None, {"input": x}))
+            sess = ort.InferenceSession(str(builds["default"][1]), so, providers=["CPUExecutionProvider"])
+            reference = sess.run(None, {"input": x})[0]
             xt = torch.from_numpy(x)
-            with torch.inference_mode():
-                torch_ms = timed(lambda: net(xt))
-            t0 = time.perf_counter()
-            configs = hand_picked(target)
-            for _ in range(args.sweep):
-                configs.append(target.hardware_space.sample(rng))
-            best = worst = default
-            for hw in configs:
-                hw = {**hw, **threads}
-                if not target.hardware_space.is_valid(hw):
-                    continue
-                ev = evaluate(Candidate.from_space(space, genome, hw), target, workdir=tmp)
-                if ev.metrics["latency_ms"] < best.metrics["latency_ms"]:
-                    best = ev
-                if ev.metrics["latency_ms"] > worst.metrics["latency_ms"]:
-                    worst = ev
-            sweep_s = time.perf_counter() - t0
-        d = default.metrics["latency_ms"]
-        b = best.metrics["latency_ms"]
-        rows.append((name, space.describe(genome)[:40], ort_ms, torch_ms, d, d / ort_ms, b, b / ort_ms,
-                     sweep_s, len(configs), worst.metrics["latency_ms"]))
-        print(f"{name}: best config {best.hw}", file=sys.stderr)
+            runtimes = {"ort": lambda: sess.run(None, {"input": x})}
+
+            def torch_run():
+                with torch.inference_mode():
+                    return net(xt)
+
+            runtimes["torch"] = torch_run
+            errors = {}
+            for key, (built, _) in builds.items():
+                runtimes[key], out = vm_call(built, x)
+                errors[key] = float(np.max(np.abs(out - reference)))
+                if not np.allclose(out, reference, rtol=1e-4, atol=1e-4):
+                    print(f"{name}: the {key} artifact differs from ONNX Runtime by {errors[key]:.2e}", file=sys.stderr)
+                    return 1
+            ms = interleaved(runtimes)
+        hwnas_best = min(v for k, v in ms.items() if k in builds)
+        rows.append((name, ms, hwnas_best, info, max(errors.values())))
+
+    if args.tune_only:
+        print(f"tuned; outcome kept in {args.state}")
+        return 0
     from hwnas.targets.cpu import host_cpu
 
-    print(f"\nCPU {host_cpu()}, {args.threads} threads, median of {args.repeats} samples (ms)\n")
-    header = ("network", "ORT ms", "torch ms", "hwnas default ms", "ratio", "hwnas best ms", "ratio",
-              "sweep worst ms", "sweep s (configs)")
+    budgets = sorted({r[3]["budget_s"] / 60 for r in rows})
+    print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} interleaved samples (ms); "
+          f"tuning budget {', '.join(f'{b:g}' for b in budgets)} min per network\n")
+    header = ("network", "ORT ms", "torch ms", "hwnas default ms", "hwnas knobs ms", "hwnas metaschedule ms",
+              "hwnas best / ORT", "tuning s (knob configs + MetaSchedule workloads)", "max |err| vs ORT")
     print(" | ".join(header))
     print(" | ".join("-" * len(h) for h in header))
-    for r in rows:
-        print(f"{r[0]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.2f}x | {r[6]:.3f} | {r[7]:.2f}x | "
-              f"{r[10]:.3f} | {r[8]:.0f} ({r[9]})")
+    for name, ms, hwnas_best, info, err in rows:
+        tuned = f"{ms['tuned']:.3f}" if "tuned" in ms else "-"
+        tuning = (f"{info['sweep_s'] + info['tune_s']:.0f} ({info['configs']} configs + {info['tuned']} workloads"
+                  + (f", {info['untuned']} left" if info["untuned"] else "") + ")")
+        print(f"{name} | {ms['ort']:.3f} | {ms['torch']:.3f} | {ms['default']:.3f} | {ms['knobs']:.3f} | {tuned} | "
+              f"{hwnas_best / ms['ort']:.2f}x | {tuning} | {err:.1e}")
     return 0
 
 

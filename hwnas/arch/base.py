@@ -89,6 +89,11 @@ class ArchSpace(abc.ABC):
                 )
         return tuple(values)
 
+    def reference_genome(self) -> tuple[int, ...]:
+        """A fixed network of the space (every gene at its middle choice, ``cardinality // 2``): a
+        multi-target search divides each target's metric by this network's to aggregate over targets."""
+        return tuple(c // 2 for c in self.cardinalities)
+
     def sample(self, rng: np.random.Generator) -> tuple[int, ...]:
         """A uniformly random genome."""
         return tuple(int(rng.integers(0, c)) for c in self.cardinalities)

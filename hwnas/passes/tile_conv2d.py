@@ -8,7 +8,10 @@ PrimFunc whose main block is a 2D convolution gets an explicit
 * ``conv2d_nchw`` (regular and pointwise 1x1), ``group_conv2d_nchw`` (grouped
   and depthwise; TOPI names depthwise convolutions this way too),
   ``depthwise_conv2d_nchw``: iterators ``n, oc, oh, ow | rc, kh, kw``;
-* ``conv2d_NCHWc`` (packed): ``n, oc_block, oh, ow, oc_lane | rc_block, kh, kw, rc_lane``.
+* ``conv2d_NCHWc`` (packed): ``n, oc_block, oh, ow, oc_lane | rc_block, kh, kw, rc_lane``;
+* ``depthwise_conv2d_NCHWc`` (packed depthwise): ``n, c_block, oh, ow, c_lane | kh, kw``
+  (no channel reduction: ``tile_rc`` does not apply, the lane is the vector axis);
+* ``conv2d_NCHW_NCHWc`` (unpacked input, packed output): ``n, oc_block, oh, ow, oc_lane | rc, kh, kw``.
 
 The schedule, with the knobs of the CPU hardware config (see
 :class:`CpuScheduleConfig` for each knob's effect):
@@ -16,7 +19,8 @@ The schedule, with the knobs of the CPU hardware config (see
 1. The padding stage (``pad_temp`` / ``data_pad``) stays a separate loop nest,
    parallel over its outer loops and vectorized along its innermost one, so
    the inner loops of the convolution read a padded buffer without bounds
-   checks; a padding stage that pads nothing (1x1) is a copy and is inlined.
+   checks; a padding stage that pads nothing (1x1) is a copy and is inlined,
+   and so is the padding of a packed depthwise conv (little reuse per element).
 2. ``oc``, ``oh``, ``ow`` and ``rc`` are split by ``tile_oc``, ``tile_oh``,
    ``tile_ow``, ``tile_rc``; the loops are reordered as ``loop_order`` says
    (outer tile loops, then the reduction ``rc.o, kh, kw, rc.i``, then the
@@ -88,6 +92,8 @@ CONV_BLOCKS: dict[str, str] = {
     "group_conv2d_nchw": "SSSSRRR",
     "depthwise_conv2d_nchw": "SSSSRRR",
     "conv2d_NCHWc": "SSSSSRRRR",
+    "depthwise_conv2d_NCHWc": "SSSSSRR",
+    "conv2d_NCHW_NCHWc": "SSSSSRRR",
 }
 
 #: Element count below which ScheduleInjective (and the padding stage) stays serial:
@@ -428,10 +434,13 @@ def tile_reduction(
 # ---------------------------------------------------------------------------
 
 
-def _conv_order(loop_order: str, packed: bool) -> list[str]:
+def _conv_order(loop_order: str, packed: bool, depthwise: bool = False, packed_input: bool = True) -> list[str]:
     """The loop order of a conv block by role pieces (see :data:`LOOP_ORDERS`)."""
     inner = ["oh.i", "oc.i", "ow.i"] + (["ocp"] if packed else [])
-    red_inner = ["kh", "kw", "rc.i"] + (["rcp"] if packed else [])
+    if depthwise:  # packed depthwise: no channel reduction, so rc_outer is oc_outer
+        outer = ["oh.o", "ow.o", "oc.o"] if loop_order == "spatial_outer" else ["oc.o", "oh.o", "ow.o"]
+        return ["batch", *outer, "kh", "kw", *inner]
+    red_inner = ["kh", "kw", "rc.i"] + (["rcp"] if packed and packed_input else [])
     if loop_order == "oc_outer":
         return ["batch", "oc.o", "oh.o", "ow.o", "rc.o", *red_inner, *inner]
     if loop_order == "spatial_outer":
@@ -454,19 +463,32 @@ def schedule_conv2d(sch: s_tir.Schedule, cfg: CpuScheduleConfig) -> bool:
     conv = blocks[index]
     if not has_one_loop_per_iter(sch, conv):
         return False
-    packed = sch.get(conv).name_hint == "conv2d_NCHWc"
+    name = sch.get(conv).name_hint
+    packed = name in ("conv2d_NCHWc", "depthwise_conv2d_NCHWc", "conv2d_NCHW_NCHWc")
+    depthwise = name == "depthwise_conv2d_NCHWc"
+    packed_input = name != "conv2d_NCHW_NCHWc"
 
     for producer in blocks[:index]:
         if iter_kinds(sch, producer).strip("S"):
             raise ValueError(f"producer {sch.get(producer).name_hint} is not a spatial stage")
-        if is_plain_copy(sch, producer):
+        if is_plain_copy(sch, producer) or depthwise:
+            # a packed depthwise conv reads each padded element KH*KW times at most: the bounds checks in
+            # its loads cost less than writing and re-reading a padded copy (3-6x faster here)
             sch.compute_inline(producer)
         else:
             schedule_spatial_block(
                 sch, producer, parallel=cfg.parallel != "none", vector_width=cfg.vector_width
             )
 
-    if packed:
+    if depthwise:
+        roles = ["batch", "oc", "oh", "ow", "ocp", "kh", "kw"]
+        tiles = {"oc": max(1, cfg.tile_oc // cfg.pack), "oh": cfg.tile_oh, "ow": cfg.tile_ow}
+        vector_role = "ocp"
+    elif not packed_input:
+        roles = ["batch", "oc", "oh", "ow", "ocp", "rc", "kh", "kw"]
+        tiles = {"oc": max(1, cfg.tile_oc // cfg.pack), "oh": cfg.tile_oh, "ow": cfg.tile_ow, "rc": cfg.tile_rc}
+        vector_role = "ocp"
+    elif packed:
         roles = ["batch", "oc", "oh", "ow", "ocp", "rc", "kh", "kw", "rcp"]
         tiles = {
             "oc": max(1, cfg.tile_oc // cfg.pack),
@@ -479,7 +501,7 @@ def schedule_conv2d(sch: s_tir.Schedule, cfg: CpuScheduleConfig) -> bool:
         roles = ["batch", "oc", "oh", "ow", "rc", "kh", "kw"]
         tiles = {"oc": cfg.tile_oc, "oh": cfg.tile_oh, "ow": cfg.tile_ow, "rc": cfg.tile_rc}
         vector_role = "ow.i"
-    order = _conv_order(cfg.loop_order, packed)
+    order = _conv_order(cfg.loop_order, packed, depthwise, packed_input)
     tile_reduction(sch, conv, roles, tiles, order, vector_role, cfg, blocks[index + 1 :])
     return True
 

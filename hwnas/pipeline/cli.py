@@ -218,10 +218,10 @@ class Counter(StatusLine):
 
 def cmd_search(args) -> int:
     from hwnas.pipeline.report import write_report
-    from hwnas.pipeline.search import Search, SearchConfig
+    from hwnas.pipeline.search import Search, SearchConfig, apply_aggregate
     from hwnas.targets.cpu import host_cores
 
-    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    objectives = apply_aggregate([o.strip() for o in args.objectives.split(",") if o.strip()], args.aggregate)
     config = SearchConfig(
         targets=tuple(args.target or ["cpu"]),
         space=None if args.onnx else (args.space or "mbv2"),
@@ -264,12 +264,21 @@ def cmd_search(args) -> int:
     files = write_report(args.out, artifacts=args.artifacts)
     print(f"{search.evaluated} points evaluated ({search.from_store} from the store), "
           f"{len(front)} on the Pareto front")
+    # with several targets, every target's value of each cost objective's metric
+    shown = {t.label for t in search.objectives}
+    extra = [f"{m}@{t.spec}" for m in dict.fromkeys(o.metric for o in search.objectives if o.metric != "accuracy")
+             for t in search.evaluator.targets
+             if len(config.targets) > 1 and m in t.metrics and f"{m}@{t.spec}" not in shown]
     rows = []
     for p in front[:15]:
         arch = search.evaluator.space.describe(p.genome) if search.evaluator.space else ""
-        rows.append([f"{p.value(t):.4g}" for t in search.objectives] + [arch[:60]])
+        per_target = [p.metrics.get(label.split("@", 1)[1], {}).get(label.split("@", 1)[0]) for label in extra]
+        rows.append([f"{p.value(t):.4g}" for t in search.objectives] +
+                    ["-" if v is None else f"{v:.4g}" for v in per_target] + [arch[:60]])
     if rows:
-        print(_table(rows, [t.label for t in search.objectives] + ["architecture"]))
+        print(_table(rows, [t.label for t in search.objectives] + extra + ["architecture"]))
+    if files.get("transfer_table") is not None:
+        print(_transfer_summary(files["transfer_table"]))
     reused = tuned = 0
     for row in search.store.evaluations(search.RUN_ID):
         reused += int(row.timings.get("tuning_reused", 0))
@@ -290,6 +299,25 @@ def cmd_search(args) -> int:
               f"10 % (listed in the report)")
     print(f"report: {files['html']}")
     return 0
+
+
+def _transfer_summary(transfer) -> str:
+    """The transfer table as text: a row per target's best architecture, a column per target."""
+    specs = transfer["targets"]
+    by = {(c["best_for"], c["on"]): c for c in transfer["cells"]}
+    rows = []
+    for a in specs:
+        genome = by[(a, specs[0])]["genome"]
+        row = [f"best for {a}", "-" if genome is None else json.dumps(genome)]
+        for b in specs:
+            c = by[(a, b)]
+            row.append(c["error"] or "-" if c["value"] is None else
+                       f"{c['value']:.4g} x{c['ratio']:.3g} #{c['rank']}/{c['of']}{'' if c['run'] == 'search' else '*'}"
+                       f"{'' if c['feasible'] else ' infeasible'}")
+        rows.append(row)
+    return (f"transfer ({transfer['metric']}; best for a target: the {transfer['rule']}; on target B with the hardware "
+            f"of B's best; x ratio to B's best, #rank; * evaluated for this table):\n"
+            + _table(rows, ["", "genome"] + [f"on {b}" for b in specs]))
 
 
 def cmd_predictor_train(args) -> int:
@@ -378,7 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="your own ONNX model: only the hardware is searched")
     p.add_argument("--target", action="append", help="target (repeatable; default cpu)")
     p.add_argument("--objectives", default="accuracy,latency_ms",
-                   help="comma-separated metrics (default accuracy,latency_ms); metric@target names one target")
+                   help="comma-separated metrics (default accuracy,latency_ms); metric@target names one target, "
+                        "metric@worst or metric@geomean aggregates over the targets (see --aggregate)")
+    p.add_argument("--aggregate", default="none", metavar="none|worst|geomean",
+                   help="with several targets, how each cost objective named without @target is taken: none "
+                        "(default: one objective per target), worst (the largest over the targets of value / "
+                        "the reference network's value on that target) or geomean (geometric mean of those "
+                        "quotients); metric@worst or metric@geomean in --objectives chooses per objective")
     p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
     p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, fit-first (MCUNet: narrow to what fits, then NSGA-II), random")
     p.add_argument("--surrogate", default="xgb",

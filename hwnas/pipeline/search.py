@@ -14,17 +14,27 @@ finishes. Formulations:
 * ``two-stage``: architectures by accuracy first, then the hardware configs of the best;
 * ``random``: uniform random points.
 
+With several targets a cost metric is an objective per target (``latency_ms``:
+one objective per target; ``latency_ms@cpu``: one target), or one objective
+aggregated over the targets (``latency_ms@worst``, ``latency_ms@geomean``; see
+:data:`AGGREGATIONS`): each target's value is divided by the value of the
+space's reference network (:meth:`~hwnas.arch.ArchSpace.reference_genome`,
+each target's default hardware config) on that target, then the largest
+(``worst``) or the geometric mean (``geomean``) is taken.
+
 Constraints (``latency_ms<=5``) work with every formulation: a point that
 violates one, or that failed to evaluate, is infeasible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.errors import InvalidConfigError
+from hwnas.errors import InvalidConfigError, RunError
 from hwnas.metrics import METRICS, canonical
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,15 @@ LADDER_TOLERANCE = 0.10
 FAILED = 1e12
 #: generations in a row without a new point before a search stops early
 MAX_STALE_GENERATIONS = 30
+
+#: how a cost metric may be aggregated over the targets (``metric@worst``): each target's value is divided
+#: by the reference network's value on that target, then the largest, or the geometric mean, is taken
+AGGREGATIONS = ("worst", "geomean")
+#: the evaluations made outside the search's points (the reference network, the transfer table) are
+#: recorded under this run id, apart from the search's own
+EXTRA_RUN_ID = "extra"
+#: cache namespace and key of the reference network's metrics per target
+REFERENCE_NAMESPACE, REFERENCE_KEY = "reference/search", "reference"
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w@:.\-]*)\s*(<=|>=)\s*([-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$")
 
@@ -122,8 +141,9 @@ class SearchConfig:
             raise InvalidConfigError("a search needs a space or an ONNX file (--space or --onnx)")
         if not self.targets:
             raise InvalidConfigError("a search needs at least one --target")
-        if len(set(self.targets)) != len(self.targets):
-            raise InvalidConfigError("a target is named twice")
+        twice = sorted({t for t in self.targets if self.targets.count(t) > 1})
+        if twice:
+            raise InvalidConfigError(f"target {twice[0]} is named twice; give each --target once")
         if not self.objectives:
             raise InvalidConfigError("a search needs at least one objective")
         for c in self.constraints:
@@ -358,11 +378,47 @@ class PointEvaluator:
             self.store.put(f"numerics/{self.run_id}", numerics_key(genome, hw, target.spec),
                            {k: info.get(k) for k in ("activation_bits", "symmetric", "layer_kinds", "layer_bits")})
 
-    def record(self, key, genome, hw, target, metrics, status, error, timings, started) -> None:
+    def evaluate_extra(self, genome, index: int, hw: dict[str, Any]) -> tuple[dict[str, float] | None, str | None, str]:
+        """(metrics, error, run id) of ``genome`` with ``hw`` on target number ``index`` alone, outside the
+        search's points (the reference network, the transfer table), in this process: recorded under
+        :data:`EXTRA_RUN_ID` (costs only, no accuracy), and read back from there when it was made before.
+        The search's own evaluation of the same (architecture, hardware, target) is used when there is one;
+        the run id says whose evaluation it is."""
+        import tempfile
+        import time
+
+        from hwnas.pipeline.evaluate import evaluate
+        from hwnas.pipeline.executor import describe
+
+        target = self.targets[index]
+        hw = target.hardware_space.validate(hw)
+        key = self.candidate(genome, hw).key(hw)
+        for run_id in (self.run_id, EXTRA_RUN_ID):
+            row = self.store.lookup(run_id, key, target.spec)
+            if row is not None:
+                return (({k: v for k, v in row.metrics.items() if k != "accuracy"}, None, run_id) if row.ok
+                        else (None, row.error or "failed", run_id))
+        if self.store.get_run(EXTRA_RUN_ID) is None:
+            from hwnas.pipeline.artifacts import versions
+
+            self.store.open_run(EXTRA_RUN_ID, {"of": self.run_id}, versions(), resume=True)
+        started = time.time()
+        try:
+            with tempfile.TemporaryDirectory(prefix="hwnas-extra-") as tmp, _same_affinity():
+                ev = evaluate(self.candidate(genome, hw), target, cost=self.config.cost, workdir=tmp, gate=self.gate)
+        except Exception as exc:  # recorded like a search's failure; the caller decides what it means
+            error = f"{target.spec}: {describe(exc)}"
+            self.record(key, genome, hw, target, {}, "failed", error, {}, started, run_id=EXTRA_RUN_ID)
+            return None, error, EXTRA_RUN_ID
+        self.record(key, genome, hw, target, dict(ev.metrics), "ok", None, ev.timings, started, run_id=EXTRA_RUN_ID)
+        return dict(ev.metrics), None, EXTRA_RUN_ID
+
+    def record(self, key, genome, hw, target, metrics, status, error, timings, started, *,
+               run_id: str | None = None) -> None:
         import time
 
         self.store.record(
-            self.run_id, key, list(genome) if self.space is not None else None, hw, target.spec, metrics,
+            run_id or self.run_id, key, list(genome) if self.space is not None else None, hw, target.spec, metrics,
             status=status, error=error, timings=timings, started=started, finished=time.time(),
         )
 
@@ -385,6 +441,19 @@ def describe_numerics(record: dict[str, Any] | None) -> str:
     return f"a{'fp' if act is None else act} {scheme}: {layers}"
 
 
+@contextlib.contextmanager
+def _same_affinity():
+    """Restore this process's CPU affinity afterwards: sizing TVM's thread pool for a measurement pins the
+    process, and worker processes started later inherit the pinning (and would see fewer cores)."""
+    get = getattr(os, "sched_getaffinity", None)
+    before = get(0) if get is not None else None
+    try:
+        yield
+    finally:
+        if before is not None and os.sched_getaffinity(0) != before:
+            os.sched_setaffinity(0, before)
+
+
 def _worker_init(setup: WorkerSetup, gate) -> PointEvaluator:
     return PointEvaluator(setup, gate)
 
@@ -399,39 +468,122 @@ def _worker_work(evaluator: PointEvaluator, task) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-    """One objective or constraint metric, resolved to a target (None: accuracy, target-independent)."""
+    """One objective or constraint metric, resolved to a target (None: accuracy, target-independent),
+    or aggregated over every target (``aggregate``, one of :data:`AGGREGATIONS`; ``target`` is None)."""
 
     metric: str
     target: str | None
     maximize: bool
+    aggregate: str | None = None
+    #: an aggregated term's ``(target, reference value)`` pairs, one per target (attached by
+    #: :func:`with_references` once the reference network is evaluated)
+    references: tuple[tuple[str, float], ...] | None = None
 
     @property
     def label(self) -> str:
+        if self.aggregate is not None:
+            return f"{self.metric}@{self.aggregate}"
         return self.metric if self.target is None else f"{self.metric}@{self.target}"
+
+    def combine(self, values: dict[str, float | None]) -> float | None:
+        """An aggregated term's value from each target's value (None when one is missing)."""
+        if self.references is None:
+            raise RuntimeError(f"{self.label}: the reference values are not attached")
+        normalised = []
+        for spec, ref in self.references:
+            v = values.get(spec)
+            if v is None:
+                return None
+            normalised.append(v / ref)
+        if self.aggregate == "worst":
+            return max(normalised)
+        if min(normalised) <= 0:
+            return 0.0
+        return math.exp(sum(math.log(v) for v in normalised) / len(normalised))
+
+
+def apply_aggregate(objectives: Sequence[str], aggregate: str) -> tuple[str, ...]:
+    """``--aggregate``: every cost objective named without ``@`` becomes ``metric@aggregate``
+    (``none``: objectives unchanged, one per target)."""
+    known = ("none", *AGGREGATIONS)
+    if aggregate not in known:
+        raise InvalidConfigError(f"unknown --aggregate {aggregate!r}; known: {', '.join(known)}")
+    if aggregate == "none":
+        return tuple(objectives)
+    out, changed = [], False
+    for name in objectives:
+        metric = name.strip()
+        if "@" not in metric and canonical(metric) != "accuracy":
+            metric, changed = f"{metric}@{aggregate}", True
+        out.append(metric)
+    if not changed:
+        raise InvalidConfigError(f"--aggregate {aggregate} has no objective to aggregate: name a cost metric without "
+                                 f"@target in --objectives (e.g. accuracy,latency_ms)")
+    return tuple(out)
 
 
 def resolve_terms(names: Sequence[str], targets: Sequence, *, has_accuracy: bool) -> list[Term]:
-    """Objective names -> terms; a cost metric without ``@target`` means every target."""
+    """Objective names -> terms; a cost metric without ``@target`` means every target,
+    ``metric@worst`` or ``metric@geomean`` one term aggregated over the targets."""
     terms: list[Term] = []
     specs = [t.spec for t in targets]
     for raw in names:
         metric, _, where = raw.strip().partition("@")
         metric = canonical(metric)
+        if where and where not in specs and where not in AGGREGATIONS:
+            raise InvalidConfigError(
+                f"{raw.strip()!r} names {where!r}, which is neither a searched target ({', '.join(specs)}) nor an "
+                f"aggregation over the targets ({', '.join(AGGREGATIONS)}); write {metric}@TARGET or "
+                f"{metric}@{AGGREGATIONS[0]}")
+        if where in AGGREGATIONS and where not in specs:
+            if metric == "accuracy" or METRICS[metric].maximize:
+                raise InvalidConfigError(
+                    f"{raw.strip()!r}: {metric} is not a cost and cannot be aggregated over targets; only cost "
+                    f"metrics (latency_ms, energy_mj, ...) can; write {metric}")
+            if len(targets) < 2:
+                raise InvalidConfigError(
+                    f"{raw.strip()!r} aggregates over targets but only {specs[0]} is searched; add another "
+                    f"--target or write {metric}")
+            lacking = [t.spec for t in targets if metric not in t.metrics]
+            if lacking:
+                raise InvalidConfigError(
+                    f"{raw.strip()!r} cannot be aggregated: target(s) {', '.join(lacking)} do not define {metric}; "
+                    f"name the targets that do one by one ({metric}@TARGET) or choose another metric")
+            terms.append(Term(metric, None, False, aggregate=where))
+            continue
         if metric == "accuracy":
             if not has_accuracy:
                 raise InvalidConfigError("accuracy needs an architecture space (an ONNX model has no accuracy here)")
             terms.append(Term("accuracy", None, True))
             continue
         chosen = [t for t in targets if t.spec == where] if where else list(targets)
-        if where and not chosen:
-            raise InvalidConfigError(f"objective {raw!r} names target {where!r}, not searched; targets: {', '.join(specs)}")
         lacking = [t.spec for t in chosen if metric not in t.metrics]
         if lacking:
             raise InvalidConfigError(f"metric {metric} is not defined by target(s) {', '.join(lacking)}")
         terms += [Term(metric, t.spec, METRICS[metric].maximize) for t in chosen]
-    if len({t.label for t in terms}) != len(terms):
-        raise InvalidConfigError("an objective is named twice")
+    labels = [t.label for t in terms]
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:
+        raise InvalidConfigError(f"objective {twice} is named twice (a metric without @target means every target)")
     return terms
+
+
+def with_references(terms: Sequence[Term], reference: dict[str, dict[str, float]]) -> list[Term]:
+    """``terms`` with the reference network's values (``reference[target][metric]``) attached to the
+    aggregated ones; a reference value that is missing or not positive cannot normalise: RunError."""
+    out = []
+    for t in terms:
+        if t.aggregate is not None:
+            refs = []
+            for spec, metrics in reference.items():
+                ref = metrics.get(t.metric)
+                if ref is None or not ref > 0:
+                    raise RunError(f"{t.label}: the reference network's {t.metric} on {spec} is {ref}, which cannot "
+                                   f"normalise; aggregate another metric or name the targets one by one")
+                refs.append((spec, float(ref)))
+            t = dataclasses.replace(t, references=tuple(refs))
+        out.append(t)
+    return out
 
 
 @dataclasses.dataclass
@@ -448,6 +600,8 @@ class Point:
     error: str | None = None
 
     def value(self, term: Term) -> float | None:
+        if term.aggregate is not None:
+            return term.combine({spec: m.get(term.metric) for spec, m in self.metrics.items()})
         if term.target is None:
             for m in self.metrics.values():
                 if term.metric in m:
@@ -644,6 +798,13 @@ class Search:
                     f"the {config.formulation} formulation needs accuracy and at least one cost objective")
         self.run_info = self.store.open_run(self.RUN_ID, config.settings(), versions(), resume=resume,
                                        allowed_to_change=RESUMABLE)
+        #: target -> the reference network's metrics (aggregated objectives divide by them), or None
+        self.reference: dict[str, dict[str, float]] | None = None
+        if any(t.aggregate for t in [*self.objectives, *(term for term, _ in self.checks)]):
+            self.reference = self._reference()
+            self.objectives = with_references(self.objectives, self.reference)
+            terms = with_references([term for term, _ in self.checks], self.reference)
+            self.checks = [(term, b) for term, (_, b) in zip(terms, self.checks)]
         self.points: dict[str, Point] = {}
         self.order: list[str] = []
         self.from_store = 0
@@ -654,6 +815,28 @@ class Search:
         #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
         self.surrogate_seconds = 0.0
         self.surrogate_generations = 0
+
+    def _reference(self) -> dict[str, dict[str, float]]:
+        """Every target's metrics of the reference network (the space's :meth:`reference_genome`, or
+        the ONNX model) with the target's default hardware config: evaluated once, kept in the store."""
+        stored = self.store.get(REFERENCE_NAMESPACE, REFERENCE_KEY)
+        specs = [t.spec for t in self.evaluator.targets]
+        if stored is not None and set(stored["metrics"]) == set(specs):  # the store sorts keys: target order
+            return {spec: stored["metrics"][spec] for spec in specs}
+        space = self.evaluator.space
+        genome = tuple(space.reference_genome()) if space is not None else ()
+        hws = [t.hardware_space.default() for t in self.evaluator.targets]
+        log.info("evaluating the reference network %s on every target", list(genome))
+        metrics = {}
+        for i, (target, hw) in enumerate(zip(self.evaluator.targets, hws)):
+            values, error, _ = self.evaluator.evaluate_extra(genome, i, hw)
+            if values is None:
+                raise RunError(f"the reference network {list(genome)} (default hardware) failed on {target.spec}, so "
+                               f"aggregated objectives cannot be normalised ({error}); name the targets one by one "
+                               f"(metric@TARGET) instead")
+            metrics[target.spec] = values
+        self.store.put(REFERENCE_NAMESPACE, REFERENCE_KEY, {"genome": list(genome), "hws": hws, "metrics": metrics})
+        return metrics
 
     @staticmethod
     def _precheck(config: SearchConfig) -> None:

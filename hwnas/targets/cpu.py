@@ -74,6 +74,8 @@ class CpuTarget(Target):
     #: hook calibrates on the evaluator's own training images)
     calibration_source = "digits"
     calibration_count = 16
+    #: seconds of tuning one build may spend, largest workloads first (HWNAS_TUNE_BUDGET_S; default none)
+    tune_budget_s = float(os.environ["HWNAS_TUNE_BUDGET_S"]) if os.environ.get("HWNAS_TUNE_BUDGET_S") else None
 
     #: ``cpu:metaschedule``: conv and dense kernels take the best schedule MetaSchedule found for their
     #: workload (tuned on first sight with :attr:`tune_trials` trials, kept in :meth:`tuning_database` and
@@ -167,10 +169,11 @@ class CpuTarget(Target):
         passes = cpu_schedule_passes(hw)
         if self.variant == self.TUNED_VARIANT:
             from hwnas.passes.tuned_schedules import TunedSchedules
-            from hwnas.targets.workloads import is_mac_kernel
+            from hwnas.targets.workloads import is_mac_kernel, iterations
 
             self.last_tuning = TunedSchedules(self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel,
-                                              trials=self.tune_trials)
+                                              trials=self.tune_trials, budget_s=self.tune_budget_s,
+                                              priority=iterations)
             passes = [self.last_tuning] + passes
         return passes
 
@@ -178,7 +181,8 @@ class CpuTarget(Target):
         built = analysis.build_module(mod, self.tvm_target(hw), hw, what="for cpu")
         tuning = getattr(self, "last_tuning", None)
         if tuning is not None:  # kernels whose tuned schedule was reused / tuned now
-            built.facts["counters"] = {"tuning_reused": tuning.stats["reused"], "tuning_tuned": tuning.stats["tuned"]}
+            built.facts["counters"] = {"tuning_reused": tuning.stats["reused"], "tuning_tuned": tuning.stats["tuned"],
+                                       "tuning_untuned": tuning.stats["untuned"], "tuning_s": tuning.tuning_s}
             self.last_tuning = None
         return built
 

@@ -181,6 +181,15 @@ def is_mac_kernel(func) -> bool:
     return block is not None and _kind(block, _domain(block)[1]) in MAC_KINDS
 
 
+def iterations(func) -> int:
+    """Iterations of a PrimFunc's main block (spatial x reduction): its MACs for a conv or a dense."""
+    block = _main_block(func)
+    if block is None:
+        return 0
+    spatial, reduction = _domain(block)
+    return _prod(spatial) * _prod(reduction)
+
+
 def _buffer_shape(buf) -> tuple[int, ...]:
     return tuple(int(v.value) if hasattr(v, "value") else int(v) for v in buf.shape)
 

@@ -60,27 +60,48 @@ def test_convs_become_packed_tir_with_folded_weights(pipeline):
     assert not any(isinstance(t.args[0], GenericConst) for t in transforms)
 
 
-def test_relu6_between_packed_convs_stays_packed(pipeline):
-    # mbv2: 1x1 expand (8 -> 24), depthwise (stays NCHW), 1x1 project (24 -> 8), residual
+def test_mobilenet_block_stays_packed_through_the_depthwise(pipeline):
+    # mbv2: 1x1 expand (8 -> 24), 3x3 depthwise (24), 1x1 project (24 -> 8), residual
     after = _packed(pipeline, "mbv2", 4)
     assert len(_tir_calls(after, "conv2d_NCHWc")) == 2
-    (dw,) = _op_calls(after, "relax.nn.conv2d")
-    assert str(dw.attrs.data_layout) == "NCHW" and int(dw.attrs.groups) == 24
-    # the ReLU6 after the expand conv is done in NCHW4c (Clip rewritten to maximum/minimum)
+    (dw,) = _tir_calls(after, "depthwise_conv2d_NCHWc")
+    data, weight = dw.args[1].fields
+    assert [int(d) for d in data.ty.shape] == [1, 6, 8, 8, 4]  # NCHW4c
+    assert isinstance(weight, GenericConst) and list(weight.value.shape) == [6, 1, 3, 3, 4]  # OIHW4o
+    assert _op_calls(after, "relax.nn.conv2d") == []
+    # the ReLU6s (Clip rewritten to maximum/minimum) run packed; only the input and output are transformed
     assert len(_op_calls(after, "relax.maximum")) == 2
-    assert all(len(c.args[0].ty.shape) in (4, 5) for c in _op_calls(after, "relax.maximum"))
-    assert any(len(c.args[0].ty.shape) == 5 for c in _op_calls(after, "relax.maximum"))
+    assert all(len(c.args[0].ty.shape) == 5 for c in _op_calls(after, "relax.maximum"))
+    assert len(_op_calls(after, "relax.layout_transform")) == 2
+
+
+def test_depthwise_chain_is_packed(pipeline):
+    # stride 1 then stride 2, 16 channels: both depthwise convs run in NCHW8c
+    after = _packed(pipeline, "depthwise", 8)
+    assert len(_tir_calls(after, "depthwise_conv2d_NCHWc")) == 2
+    assert _op_calls(after, "relax.nn.conv2d") == []
+
+
+def test_a_stem_conv_writes_the_packed_layout_from_nchw_input(pipeline):
+    after = _packed(pipeline, "stem", 8)
+    (stem,) = _tir_calls(after, "conv2d_NCHW_NCHWc")
+    data, weight = stem.args[1].fields
+    assert [int(d) for d in data.ty.shape] == [1, 3, 15, 15]  # the network's input, not transformed
+    assert list(weight.value.shape) == [2, 3, 3, 3, 8]  # OIHW8o
+    assert [int(d) for d in stem.ty.shape] == [1, 2, 8, 8, 8]  # NCHW8c
+    assert len(_tir_calls(after, "conv2d_NCHWc")) == 1
+    assert len(_op_calls(after, "relax.layout_transform")) == 1  # the output back to NCHW only
 
 
 @pytest.mark.parametrize(
     ("net", "pack"),
-    [("depthwise", 8), ("grouped", 4), ("conv", 8), ("pointwise", 16)],
+    [("depthwise", 32), ("grouped", 4), ("conv", 8), ("pointwise", 16)],
 )
-def test_depthwise_grouped_and_odd_channels_stay_nchw(pipeline, net, pack):
-    # depthwise and grouped convs never pack; conv has 12 -> 20 channels (not multiples of 8);
-    # pointwise 16 -> 24 (24 is not a multiple of 16)
+def test_grouped_and_odd_channels_stay_nchw(pipeline, net, pack):
+    # grouped (not depthwise) convs never pack; depthwise 16 channels with pack 32; conv has 12 -> 20
+    # channels (not multiples of 8); pointwise 16 -> 24 (24 is not a multiple of 16)
     after = _packed(pipeline, net, pack)
-    assert _tir_calls(after, "conv2d_NCHWc") == []
+    assert _tir_calls(after, "conv2d_NCHWc") == [] and _tir_calls(after, "depthwise_conv2d_NCHWc") == []
     assert _op_calls(after, "relax.layout_transform") == []
     assert all(str(c.attrs.data_layout) == "NCHW" for c in _op_calls(after, "relax.nn.conv2d"))
 
@@ -129,7 +150,9 @@ PACKED_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("net", ["residual", "mbv2", "strided", "dilated", "pointwise", "channel_mean"])
+@pytest.mark.parametrize(
+    "net", ["residual", "mbv2", "strided", "dilated", "pointwise", "channel_mean", "depthwise", "stem", "glue"]
+)
 @pytest.mark.parametrize("cfg", list(PACKED_CONFIGS))
 def test_numerics_match_onnxruntime(pipeline, config, net, cfg):
     pipeline.check_numerics(net, config(**PACKED_CONFIGS[cfg]))

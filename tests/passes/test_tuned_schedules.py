@@ -50,3 +50,18 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
 
     off = evaluate(Candidate.from_onnx(a, {"num_threads": 1}), get_target("cpu"))
     assert "tuning_tuned" not in off.timings  # plain cpu: the knobs' schedules, no tuning
+
+
+def test_a_tuning_budget_tunes_the_largest_workloads_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
+    path = export_onnx(_net(24), (1, 3, 10, 10), tmp_path / "b.onnx")
+    cpu = get_target("cpu:metaschedule")
+    # any budget is spent by the first workload: only the largest (3x3 conv, 43200 MACs) is tuned
+    cpu.tune_trials, cpu.tune_budget_s, cpu.repeats = 4, 1e-3, 2
+    ev = evaluate(Candidate.from_onnx(path, {"num_threads": 1}), cpu)
+    assert (ev.timings["tuning_tuned"], ev.timings["tuning_untuned"]) == (1, 2)
+    assert ev.timings["tuning_s"] > 0
+    tuned = sorted(gv.name_hint for gv, f in ev.built.module.functions_items()
+                   if f.attrs is not None and "tirx.is_scheduled" in f.attrs)
+    assert len(tuned) == 1 and "conv2d" in tuned[0] and "1" not in tuned[0].split("_")[1]
+    _check_against_ort(ev, path)  # the untuned kernels keep the knobs' schedules
