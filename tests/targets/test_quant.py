@@ -218,6 +218,26 @@ def test_mcu_sram_and_flash_follow_the_bit_widths(block_onnx):
     assert w2["params_packed_kb"] < a8["params_packed_kb"]
 
 
+@pytest.mark.skipif(bool(mcu_toolchain.missing_tools(qemu=True)),
+                    reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
+def test_mixed_precision_int16_bundle_runs_under_qemu_and_equals_the_host_reference(block_onnx, tmp_path):
+    from hwnas.targets.mcu_bundle import QEMU_MACHINES
+
+    mcu = get_target("mcu:stm32f746")
+    hw = {"activation_bits": 16, "weight_bits": 4, "weight_bits_first": 8, "weight_bits_dw": 2,
+          "weight_scheme": "asymmetric"}
+    ev = evaluate(Candidate.from_onnx(block_onnx, hw), mcu)
+    assert ev.built.quantization["layer_bits"] == [8, 2, 4, 4]
+    x_q = mcu.reference_input(ev.built)
+    assert x_q.dtype == np.int16
+    mcu.emit(ev.built, tmp_path)
+    assert "typedef int16_t hwnas_input_t;" in (tmp_path / "model.h").read_text()
+    mcu_toolchain.make(tmp_path, "app.elf")
+    run = mcu_toolchain.run_qemu(tmp_path, QEMU_MACHINES[mcu.board.core], mcu.board.core)
+    expected = mcu.run_reference(ev.built, x_q)
+    assert expected.dtype == np.int16 and run.output == expected.ravel().tolist()
+
+
 # ------------------------------------------------------------------------------------------ accuracy, search
 
 
