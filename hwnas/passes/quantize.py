@@ -11,8 +11,14 @@ int8 specification), symmetric everywhere:
 
 * weights of ``conv2d`` (OIHW) and ``matmul`` with a constant weight: per
   output channel, ``w_q = round(w / s_w[c])`` with ``s_w[c] = max|w[c]| / qmax``
-  at the layer's weight bit-width (``qmax = 2^(bits-1) - 1``), stored as int8;
-* activations: per tensor, ``s = max|x| / 127`` over a calibration batch
+  at the layer's weight bit-width (``qmax = 2^(bits-1) - 1``), stored as int8
+  (one weight per byte whatever its bit-width: sub-8-bit weights are not packed);
+  ``symmetric=False`` puts the sub-8-bit layers on an asymmetric per-channel
+  grid (``s_w = (max - min) / (2^bits - 1)``, zero point ``z = round(-min / s_w)``;
+  the stored integer is ``code - z``, which fits int8 up to 7 bits; 8-bit layers
+  stay symmetric, as the zero-point range would not fit int8);
+* activations: per tensor, ``s = max|x| / qmax`` (127 for 8 bits, 32767 for 16
+  bits: int16 tensors, int64 accumulators) over a calibration batch
   (the float module, compiled for the host, is run on it; every intermediate
   tensor is recorded);
 * the accumulator (int32) has the scale ``s_x * s_w[c]``; a bias is added as
@@ -29,8 +35,12 @@ int8 specification), symmetric everywhere:
 * any other operator runs in float: its int8 inputs are dequantized first and
   its output is quantized again where an integer consumer needs it.
 
-Bit-widths are per layer (:class:`QuantSpec`), so other targets can make them a
-knob; 8-bit activations are what is implemented here.
+Bit-widths are per layer (:class:`QuantSpec`: a global default, overrides for
+the groups ``first``, ``last`` and ``depthwise`` layers, or an explicit list),
+so targets make them knobs; a layer whose bit-width is None stays float (its
+input is dequantized). ``activation_bits=None`` is weight-only quantization
+for accuracy: every weight is rounded to its grid but stored and computed in
+float32 (no saving in bytes or time).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,26 +66,124 @@ _SHAPE_OPS = frozenset({"relax.reshape", "relax.permute_dims", "relax.squeeze", 
                         "relax.flatten", "relax.nn.max_pool2d"})
 
 
+#: layer groups a :class:`QuantSpec` may override, in precedence order (the first that applies wins)
+LAYER_GROUPS = ("first", "last", "depthwise")
+#: weight and activation bit-widths the pass implements (None: float)
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8)
+ACTIVATION_BITS = (8, 16, None)
+
+
+def _check_bits(bits, what: str) -> None:
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or bits not in WEIGHT_BITS):
+        raise InvalidConfigError(f"{what} must be an integer in 2..8 or None (float), got {bits!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantSpec:
-    """Bit-widths: ``weight_bits`` for every layer (an int) or per layer (a tuple, in graph order;
-    layers beyond its end take its last value), ``activation_bits`` for every tensor."""
+    """Bit-widths of a quantized network.
 
-    weight_bits: int | tuple[int, ...] = 8
-    activation_bits: int = 8
+    ``weight_bits``: for every layer (an int; None keeps the layers float) or per layer (a tuple, in
+    graph order; layers beyond its end take its last value); ``overrides``: group -> bits for the
+    groups of :data:`LAYER_GROUPS` (``first``/``last``: the first/last conv or dense layer;
+    ``depthwise``: convs with one input channel per group), which win over ``weight_bits``;
+    ``activation_bits``: 8 or 16 (integer tensors) or None (float: weights rounded only);
+    ``symmetric``: False puts sub-8-bit weights on an asymmetric per-channel grid.
+    """
+
+    weight_bits: int | None | tuple[int | None, ...] = 8
+    activation_bits: int | None = 8
+    overrides: Any = ()
+    symmetric: bool = True
 
     def __post_init__(self) -> None:
-        bits = (self.weight_bits,) if isinstance(self.weight_bits, int) else tuple(self.weight_bits)
-        if not bits or any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits):
-            raise InvalidConfigError(f"weight bit-widths must be integers in 2..8, got {self.weight_bits!r}")
-        if self.activation_bits != 8:
-            raise InvalidConfigError(f"only 8-bit activations are implemented, got {self.activation_bits!r}")
-        object.__setattr__(self, "weight_bits", bits[0] if len(bits) == 1 else bits)
+        bits = self.weight_bits if isinstance(self.weight_bits, (tuple, list)) else (self.weight_bits,)
+        if not bits:
+            raise InvalidConfigError("weight bit-widths: an empty list")
+        for b in bits:
+            _check_bits(b, "weight bit-widths")
+        if self.activation_bits not in ACTIVATION_BITS or isinstance(self.activation_bits, bool):
+            raise InvalidConfigError(f"activation bit-width must be 8, 16 or None (float), got {self.activation_bits!r}")
+        overrides = dict(self.overrides)
+        for group, b in overrides.items():
+            if group not in LAYER_GROUPS:
+                raise InvalidConfigError(f"unknown layer group {group!r}; groups: {', '.join(LAYER_GROUPS)}")
+            _check_bits(b, f"bit-width of the {group} layers")
+        object.__setattr__(self, "weight_bits", bits[0] if len(bits) == 1 else tuple(bits))
+        object.__setattr__(self, "overrides", tuple((g, overrides[g]) for g in LAYER_GROUPS if g in overrides))
 
-    def weight_bits_of(self, layer: int) -> int:
-        if isinstance(self.weight_bits, int):
+    @classmethod
+    def from_config(cls, hw: Mapping[str, Any]) -> QuantSpec | None:
+        """The spec of a hardware config's quantization knobs (:mod:`hwnas.hss.quant`); None when the
+        config quantizes nothing (float weights everywhere and float activations)."""
+        from hwnas.hss.quant import DEFAULT, FLOAT, GROUP_KNOBS
+
+        def bits(v):
+            return None if v == FLOAT else int(v)
+
+        overrides = {g: bits(hw[k]) for g, k in GROUP_KNOBS.items() if hw.get(k, DEFAULT) != DEFAULT}
+        weight = bits(hw.get("weight_bits", 8))
+        act = hw.get("activation_bits", 8)
+        act = None if act == FLOAT else int(act)
+        if act is None and weight is None and all(b is None for b in overrides.values()):
+            return None
+        return cls(weight_bits=weight, activation_bits=act, overrides=overrides,
+                   symmetric=hw.get("weight_scheme", "symmetric") == "symmetric")
+
+    def key(self) -> str:
+        """A JSON text naming the numerics (for caches of the deployed network's accuracy)."""
+        return json.dumps({"quantization": {"weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                                            "overrides": dict(self.overrides), "symmetric": self.symmetric}},
+                          sort_keys=True)
+
+    def weight_bits_of(self, layer: int) -> int | None:
+        """The bit-width of ``layer`` before group overrides."""
+        if not isinstance(self.weight_bits, tuple):
             return self.weight_bits
         return self.weight_bits[min(layer, len(self.weight_bits) - 1)]
+
+    def layer_bits(self, kinds: Sequence[str]) -> tuple[int | None, ...]:
+        """Bits of each layer of a network whose layers (in graph order) are ``kinds``
+        (``conv``, ``depthwise``, ``dense``)."""
+        overrides = dict(self.overrides)
+        out = []
+        for i, kind in enumerate(kinds):
+            groups = {"first": i == 0, "last": i == len(kinds) - 1, "depthwise": kind == "depthwise"}
+            bits = self.weight_bits_of(i)
+            for g in LAYER_GROUPS:
+                if groups[g] and g in overrides:
+                    bits = overrides[g]
+                    break
+            out.append(bits)
+        return tuple(out)
+
+
+def quantize_weights(w: np.ndarray, bits: int, *, axis: int = 0,
+                     symmetric: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (along ``axis``) integer weights and their scales: ``w ~= q * scale``.
+
+    Symmetric: ``q`` in ``-qmax..qmax`` with ``qmax = 2^(bits-1) - 1`` and
+    ``scale = max|w| / qmax``; the error is at most ``scale / 2``. Asymmetric
+    (``bits < 8``): ``2^bits`` levels spanning ``[min(w, 0), max(w, 0)]`` per channel,
+    ``q = code - zero_point``; the error is at most ``scale / 2`` with
+    ``scale = (max - min) / (2^bits - 1)``. ``q`` is int8.
+    """
+    _check_bits(bits, "weight bit-width")
+    if bits is None:
+        raise InvalidConfigError("quantize_weights needs a bit-width, got None")
+    w = np.asarray(w, dtype=np.float64)
+    other = tuple(i for i in range(w.ndim) if i != axis % max(w.ndim, 1))
+    if symmetric or bits >= 8:
+        qmax = 2 ** (bits - 1) - 1
+        top = np.abs(w).max(axis=other, keepdims=True)
+        scale = np.where(top > 0, top, 1.0) / qmax
+        return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
+    levels = 2**bits - 1
+    lo = np.minimum(w.min(axis=other, keepdims=True), 0.0)
+    hi = np.maximum(w.max(axis=other, keepdims=True), 0.0)
+    scale = np.where(hi > lo, hi - lo, 1.0) / levels
+    zero = np.round(-lo / scale)
+    code = np.clip(np.round(w / scale) + zero, 0, levels)
+    return (code - zero).astype(np.int8), scale
 
 
 def calibration_batch(input_shape: Sequence[int], *, source: str = "digits", count: int = 32,
@@ -218,16 +326,30 @@ def _shape(expr) -> tuple[int, ...]:
 
 
 class _Rewriter:
-    def __init__(self, mod, ranges: dict[str, float], spec: QuantSpec) -> None:
+    def __init__(self, mod, ranges: dict[str, float], spec: QuantSpec,
+                 layer_bits: Sequence[int | None] | None = None) -> None:
         self.mod = mod
         self.ranges = ranges
         self.spec = spec
-        self.qmax = 2 ** (spec.activation_bits - 1) - 1
+        #: bits per layer (None: a dry run, which finds the layers and the tensors to calibrate)
+        self.layer_bits = None if layer_bits is None else tuple(layer_bits)
+        #: activations: None (float), else integer tensors of ``adtype`` accumulated in ``accdtype``
+        self.abits = spec.activation_bits
+        self.qmax = 2 ** ((self.abits or 8) - 1) - 1
+        self.adtype = "int16" if self.abits == 16 else "int8"
+        self.accdtype = "int64" if self.abits == 16 else "int32"
+        #: bits of the fixed-point multipliers: |acc| * M must stay below 2^63 (int16 x int8 sums reach ~2^36)
+        self.mbits = 22 if self.abits == 16 else 30
+        #: the kind of each conv/dense layer met (``conv``, ``depthwise``, ``dense``), in graph order
+        self.kinds: list[str] = []
+        #: per quantized layer: (weights, bytes as stored, bits)
+        self.weights: list[tuple[int, int, int]] = []
+        #: id of a float/acc value -> (the value, its integer version)
+        self.int_of: dict[int, tuple[_Value, _Value]] = {}
         # the other functions (PrimFuncs a fallback call may use) without the float main
         self.bb = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in mod.functions_items()
                                                    if gv.name_hint != "main"}))
         self.values: dict[Any, _Value] = {}
-        self.layer = 0
         self.float_ops: list[str] = []
         #: vars whose value the rewriter folded to a constant
         self.consts: dict[Any, np.ndarray] = {}
@@ -269,18 +391,18 @@ class _Rewriter:
     def const(self, array: np.ndarray, dtype: str):
         return relax.const(np.asarray(array).astype(dtype), dtype)
 
-    def requantize(self, expr, m: np.ndarray, lo: int, hi: int, dtype: str = "int8"):
+    def requantize(self, expr, m: np.ndarray, lo: int, hi: int, dtype: str | None = None):
         """``clip((expr * M + 2^(S-1)) >> S, lo, hi)`` cast to ``dtype``, with ``M = round(m 2^S)``."""
         m = np.asarray(m, dtype=np.float64)
         top = float(m.max()) if m.size else 1.0
-        shift = int(min(46, max(1, 30 - math.ceil(math.log2(top))))) if top > 0 else 30
+        shift = int(min(46, max(1, self.mbits - math.ceil(math.log2(top))))) if top > 0 else self.mbits
         mq = np.round(m * 2.0**shift).astype(np.int64)
         x = expr if str(expr.ty.dtype) == "int64" else self.emit(relax.op.astype(expr, "int64"))
         x = self.emit(relax.op.multiply(x, self.const(mq, "int64")))
         x = self.emit(relax.op.add(x, self.const(np.int64(1) << np.int64(shift - 1), "int64")))
         x = self.emit(relax.op.right_shift(x, self.const(np.int64(shift), "int64")))
         x = self.emit(relax.op.clip(x, lo, hi))
-        return self.emit(relax.op.astype(x, dtype))
+        return self.emit(relax.op.astype(x, dtype or self.adtype))
 
     def bounds(self, s: float, lo: float, hi: float) -> tuple[int, int]:
         qlo = -self.qmax - 1 if not math.isfinite(lo) else max(-self.qmax - 1, round(lo / s))
@@ -290,6 +412,14 @@ class _Rewriter:
     def as_int(self, v: _Value) -> _Value:
         if v.kind == "int":
             return v
+        done = self.int_of.get(id(v))
+        if done is not None:  # requantized once, whatever the number of consumers
+            return done[1]
+        out = self._as_int(v)
+        self.int_of[id(v)] = (v, out)  # keeps ``v`` alive, so its id stays its own
+        return out
+
+    def _as_int(self, v: _Value) -> _Value:
         s = self.scale_of(v.src)
         if v.kind == "acc":
             qlo, qhi = self.bounds(s, v.lo, v.hi)
@@ -298,7 +428,7 @@ class _Rewriter:
             x = self.emit(relax.op.divide(v.expr, relax.const(s, "float32")))
             x = self.emit(relax.op.round(x))
             x = self.emit(relax.op.clip(x, -self.qmax - 1, self.qmax))
-            expr = self.emit(relax.op.astype(x, "int8"))
+            expr = self.emit(relax.op.astype(x, self.adtype))
         return _Value(expr, "int", s, v.src)
 
     def as_float(self, v: _Value):
@@ -317,13 +447,23 @@ class _Rewriter:
         return None
 
     # ---- the rules
-    def weight_scales(self, w: np.ndarray, axis: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
-        qmax = 2 ** (bits - 1) - 1
-        other = tuple(i for i in range(w.ndim) if i != axis)
-        top = np.abs(w).max(axis=other, keepdims=True).astype(np.float64)
-        scale = np.where(top > 0, top, 1.0) / qmax
-        wq = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
-        return wq, scale
+    def next_layer(self, kind: str) -> int | None:
+        """Record a conv/dense layer of ``kind``; its bit-width (8 in a dry run; None: float)."""
+        i = len(self.kinds)
+        self.kinds.append(kind)
+        if self.layer_bits is None:
+            return 8
+        return self.layer_bits[i] if i < len(self.layer_bits) else self.layer_bits[-1]
+
+    def weight_only(self, var, call, index: int, w: np.ndarray, bits: int, axis: int) -> _Value:
+        """The call in float with its weight rounded to ``bits`` (weight-only quantization)."""
+        wq, ws = quantize_weights(w, bits, axis=axis, symmetric=self.spec.symmetric)
+        self.weights.append((int(w.size), int(w.size) * np.dtype(str(call.args[index].ty.dtype)).itemsize, bits))
+        args = list(call.args)
+        args[index] = self.const(wq * ws, str(args[index].ty.dtype))
+        new = relax.Call(call.op, [self.as_float(self.arg(a)) if self.arg(a) is not None else a for a in args],
+                         call.attrs, call.ty_args)
+        return _Value(self.emit(new), "float", None, var)
 
     def rewrite(self, var, call) -> _Value:
         op = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
@@ -333,22 +473,33 @@ class _Rewriter:
             a = call.attrs
             x = self.arg(args[0])
             if w is not None and x is not None and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW":
+                groups = int(a.groups)
+                bits = self.next_layer("depthwise" if groups > 1 and w.shape[1] == 1 else "conv")
+                if bits is None:
+                    return self.fallback(var, call, op)
+                if self.abits is None:
+                    return self.weight_only(var, call, 1, w, bits, 0)
                 xq = self.as_int(x)
-                wq, ws = self.weight_scales(w, 0, self.spec.weight_bits_of(self.layer))
-                self.layer += 1
+                wq, ws = quantize_weights(w, bits, axis=0, symmetric=self.spec.symmetric)
+                self.weights.append((int(w.size), int(w.size), bits))
                 out = self.emit(relax.op.nn.conv2d(
                     xq.expr, self.const(wq, "int8"), strides=[int(v) for v in a.strides],
                     padding=[int(v) for v in a.padding], dilation=[int(v) for v in a.dilation],
-                    groups=int(a.groups), data_layout="NCHW", kernel_layout="OIHW", out_dtype="int32"))
+                    groups=groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype=self.accdtype))
                 return _Value(out, "acc", xq.scale * ws.reshape(1, -1, 1, 1), var)
         if op == "relax.matmul":
             w = self.const_array(args[1])
             x = self.arg(args[0])
             if w is not None and w.ndim == 2 and x is not None:
+                bits = self.next_layer("dense")
+                if bits is None:
+                    return self.fallback(var, call, op)
+                if self.abits is None:
+                    return self.weight_only(var, call, 1, w, bits, 1)
                 xq = self.as_int(x)
-                wq, ws = self.weight_scales(w, 1, self.spec.weight_bits_of(self.layer))
-                self.layer += 1
-                out = self.emit(relax.op.matmul(xq.expr, self.const(wq, "int8"), out_dtype="int32"))
+                wq, ws = quantize_weights(w, bits, axis=1, symmetric=self.spec.symmetric)
+                self.weights.append((int(w.size), int(w.size), bits))
+                out = self.emit(relax.op.matmul(xq.expr, self.const(wq, "int8"), out_dtype=self.accdtype))
                 nd = len(_shape(var))
                 return _Value(out, "acc", xq.scale * ws.reshape((1,) * (nd - 1) + (-1,)), var)
         if op == "relax.add":
@@ -359,7 +510,9 @@ class _Rewriter:
             if acc is not None and not math.isfinite(acc.lo) and not math.isfinite(acc.hi):
                 scale = np.broadcast_to(acc.scale, np.broadcast_shapes(np.shape(acc.scale), bias.shape))
                 bq = np.round(bias / scale)
-                if np.abs(bq).max(initial=0) < 2**31:
+                if str(acc.expr.ty.dtype) == "int64":
+                    out = self.emit(relax.op.add(acc.expr, self.const(np.clip(bq, -2.0**62, 2.0**62), "int64")))
+                elif np.abs(bq).max(initial=0) < 2**31:
                     out = self.emit(relax.op.add(acc.expr, self.const(bq, "int32")))
                 else:  # a bias far above the accumulator's range (a tiny input scale): add it in int64
                     wide = self.emit(relax.op.astype(acc.expr, "int64"))
@@ -370,7 +523,7 @@ class _Rewriter:
                 s = self.scale_of(var)
                 ma, mb = qa.scale / s, qb.scale / s
                 top = max(ma, mb)
-                shift = int(min(46, max(1, 30 - math.ceil(math.log2(top))))) if top > 0 else 30
+                shift = int(min(46, max(1, self.mbits - math.ceil(math.log2(top))))) if top > 0 else self.mbits
                 xa = self.emit(relax.op.astype(qa.expr, "int64"))
                 xa = self.emit(relax.op.multiply(xa, self.const(round(ma * 2**shift), "int64")))
                 xb = self.emit(relax.op.astype(qb.expr, "int64"))
@@ -379,7 +532,7 @@ class _Rewriter:
                 x = self.emit(relax.op.add(x, self.const(1 << (shift - 1), "int64")))
                 x = self.emit(relax.op.right_shift(x, self.const(shift, "int64")))
                 x = self.emit(relax.op.clip(x, -self.qmax - 1, self.qmax))
-                return _Value(self.emit(relax.op.astype(x, "int8")), "int", s, var)
+                return _Value(self.emit(relax.op.astype(x, self.adtype)), "int", s, var)
         clip = self.clip_bounds(op, call)
         if clip is not None:
             lo, hi, source = clip
@@ -397,7 +550,7 @@ class _Rewriter:
                 shape = _shape(args[0])
                 axes = [int(i) % len(shape) for i in axes]
                 n = int(np.prod([shape[i] for i in axes]))
-                wide = self.emit(relax.op.astype(xq.expr, "int32"))
+                wide = self.emit(relax.op.astype(xq.expr, self.accdtype))
                 total = self.emit(relax.op.sum(wide, axis=axes,
                                                keepdims=bool(call.attrs.keepdims)))
                 return _Value(total, "acc", np.asarray(xq.scale / n), var)
@@ -459,9 +612,14 @@ class _Rewriter:
             raise InvalidConfigError(f"quantization needs a model with one input, got {len(main.params)}")
         param = main.params[0]
         shape = _shape(param)
-        x = relax.Var(param.name, relax.TensorType(shape, "int8"))
-        s_in = self.scale_of(param)
-        self.values[param] = _Value(x, "int", s_in, param)
+        if self.abits is None:  # weight-only: the input stays float
+            x = relax.Var(param.name, relax.TensorType(shape, str(param.ty.dtype)))
+            s_in = None
+            self.values[param] = _Value(x, "float", None, param)
+        else:
+            x = relax.Var(param.name, relax.TensorType(shape, self.adtype))
+            s_in = self.scale_of(param)
+            self.values[param] = _Value(x, "int", s_in, param)
         with self.bb.function("main", [x], attrs={"num_input": 1}):
             with self.bb.dataflow():
                 for block in main.body.blocks:
@@ -472,6 +630,14 @@ class _Rewriter:
                                 self.values[b.var] = self.rewrite(b.var, value)
                         elif isinstance(value, relax.Var) and value in self.values:
                             self.values[b.var] = self.values[value]
+                        elif isinstance(value, relax.TupleGetItem) and value.tuple_value in self.values:
+                            # a field of a tuple a float operator returned (batch_norm, split)
+                            src = self.values[value.tuple_value]
+                            self.values[b.var] = _Value(self.emit(relax.TupleGetItem(self.as_float(src), value.index)),
+                                                        "float", None, b.var)
+                        elif isinstance(value, relax.Tuple):
+                            fields = [self.as_float(self.values[f]) if f in self.values else f for f in value.fields]
+                            self.values[b.var] = _Value(self.emit(relax.Tuple(fields)), "float", None, b.var)
                         else:
                             raise InvalidConfigError(
                                 f"quantization: unsupported binding {type(value).__name__} for {b.var.name}")
@@ -485,12 +651,19 @@ class _Rewriter:
                     out_scale = float(result.scale)
                 gv = self.bb.emit_output(result.expr)
             self.bb.emit_func_output(gv)
+        bits = self.layer_bits if self.layer_bits is not None else (8,) * len(self.kinds)
         info = {
-            "input_scale": float(s_in),
+            "input_scale": None if s_in is None else float(s_in),
             "output_scale": out_scale,
             "weight_bits": self.spec.weight_bits,
             "activation_bits": self.spec.activation_bits,
-            "layers": self.layer,
+            "symmetric": self.spec.symmetric,
+            "layers": len(self.kinds),
+            "layer_kinds": list(self.kinds),
+            "layer_bits": [None if b is None else int(b) for b in bits[: len(self.kinds)]],
+            # the quantized layers' weights: bytes as the module stores them, and if packed at their bits
+            "weight_bytes_stored": sum(stored for _, stored, _ in self.weights),
+            "weight_bytes_packed": sum(-(-n * b // 8) for n, _, b in self.weights),
             "float_ops": sorted(set(self.float_ops)),
         }
         mod = self.bb.get()
@@ -535,13 +708,20 @@ class QuantizeModule:
         if tuple(batch.shape[1:]) != tuple(shape[1:]):
             raise InvalidConfigError(
                 f"calibration inputs have shape {tuple(batch.shape[1:])}, the model takes {shape[1:]}")
-        dry = _Rewriter(mod, {}, self.spec)  # which tensors need a range
+        dry = _Rewriter(mod, {}, self.spec)  # the layers, and which tensors need a range
         dry.run()
+        layer_bits = self.spec.layer_bits(dry.kinds)
+        if self.spec.activation_bits is None:
+            return _Rewriter(mod, {}, self.spec, layer_bits).run()
         ranges = calibrate(mod, batch, dry.requested)
-        return _Rewriter(mod, ranges, self.spec).run()
+        return _Rewriter(mod, ranges, self.spec, layer_bits).run()
 
 
-def quantize_input(x: np.ndarray, scale: float, bits: int = 8) -> np.ndarray:
-    """``clip(round(x / scale))`` as int8: the quantized module's input."""
+def quantize_input(x: np.ndarray, scale: float | None, bits: int | None = 8) -> np.ndarray:
+    """``clip(round(x / scale))`` as int8 (int16 for ``bits=16``): the quantized module's input;
+    ``x`` as float32 when the module's activations are float (``scale`` or ``bits`` None)."""
+    if scale is None or bits is None:
+        return np.asarray(x, dtype=np.float32)
     q = 2 ** (bits - 1) - 1
-    return np.clip(np.round(np.asarray(x, dtype=np.float64) / scale), -q - 1, q).astype(np.int8)
+    return np.clip(np.round(np.asarray(x, dtype=np.float64) / scale), -q - 1, q).astype(
+        np.int16 if bits > 8 else np.int8)

@@ -587,6 +587,9 @@ class TrainAccuracy(AccuracyEvaluator):
     uses_deployment = True
     #: training images that calibrate a deployed (quantized) network
     calibration_images = 64
+    #: trained networks kept in this process (genome -> weights and training facts), so that deploying one
+    #: architecture with several numerics (bit-widths) trains it once
+    keep_trained = 4
 
     def __init__(
         self,
@@ -643,6 +646,7 @@ class TrainAccuracy(AccuracyEvaluator):
         self.test_fraction = float(test_fraction)
         self.bn_batches = _int_option(n, "bn_batches", bn_batches, minimum=0)
         self.threads = None if threads is None else _int_option(n, "threads", threads, minimum=1)
+        self._trained: dict[tuple, tuple[dict, dict]] = {}
 
     def settings(self) -> dict[str, Any]:
         data = _image_data(self.data, split_seed=self.split_seed, test_fraction=self.test_fraction)
@@ -682,6 +686,16 @@ class TrainAccuracy(AccuracyEvaluator):
         with _torch_threads(self.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = space.build(genome, seed=self.seed)
+            # the network's identity: space, genome, input, and the shapes of its weights (space options)
+            ident = (space.name, tuple(genome), tuple(shape),
+                     tuple((name, tuple(v.shape)) for name, v in model.state_dict().items()))
+            kept = self._trained.get(ident)
+            if kept is not None and deploy is not None:
+                model.load_state_dict(kept[0])
+                model.eval()
+                calibration = _to_input(data.x_train[: self.calibration_images], shape).numpy()
+                correct = self._count_correct_deployed(deploy(model, shape, calibration), data, shape)
+                return 100.0 * correct / len(data.y_test), {**kept[1], "deployed": True, "reused_training": True}
             optimizer = self._make_optimizer(model)
             order_gen = torch.Generator().manual_seed(self.seed)
             model.train()
@@ -716,6 +730,13 @@ class TrainAccuracy(AccuracyEvaluator):
             train_s = time.perf_counter() - start
             if not diverged:
                 self._recalibrate_batchnorm(model, data, shape, order_gen)
+                facts = {"steps": steps, "epochs_completed": epochs_done, "stopped_by": stopped,
+                         "train_s": round(train_s, 4), "final_loss": loss_value if math.isfinite(loss_value) else None,
+                         "train_samples": n, "test_samples": len(data.y_test), "classes": k}
+                self._trained[ident] = (
+                    {name: v.detach().clone() for name, v in model.state_dict().items()}, facts)
+                while len(self._trained) > self.keep_trained:
+                    self._trained.pop(next(iter(self._trained)))
             if deploy is not None and not diverged:
                 model.eval()
                 calibration = _to_input(data.x_train[: self.calibration_images], shape).numpy()

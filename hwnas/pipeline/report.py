@@ -21,8 +21,10 @@ from hwnas.pipeline.search import (
     Search,
     SearchConfig,
     Term,
+    describe_numerics,
     is_feasible,
     load_plugins,
+    numerics_key,
     pareto_front,
     resolve_bounds,
     resolve_terms,
@@ -218,16 +220,33 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_csv(path: Path, front: list[Point], objectives: list[Term], space=None) -> None:
+def front_numerics(store, config: SearchConfig, front: list[Point]) -> dict[str, str]:
+    """Point key -> the per-layer bit-widths of its quantized targets (one line per target; empty when
+    no target of the point quantized its network)."""
+    out = {}
+    for p in front:
+        lines = []
+        for spec, hw in zip(config.targets, p.hws):
+            text = describe_numerics(store.get(f"numerics/{Search.RUN_ID}", numerics_key(p.genome, hw, spec)))
+            if text:
+                lines.append(f"{spec} {text}" if len(config.targets) > 1 else text)
+        out[p.key] = "; ".join(lines)
+    return out
+
+
+def write_csv(path: Path, front: list[Point], objectives: list[Term], space=None,
+              numerics: dict[str, str] | None = None) -> None:
+    numerics = numerics or {}
     shown = {t.label for t in objectives}
     labels = sorted({f"{m}@{t}" for p in front for t, ms in p.metrics.items() for m in ms if m != "accuracy"}
                     - shown)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["rank", "key", "genome", "description", "hw"] + [t.label for t in objectives] + labels)
+        w.writerow(["rank", "key", "genome", "description", "hw", "bit_widths"] + [t.label for t in objectives]
+                   + labels)
         for i, p in enumerate(front):
             desc = space.describe(p.genome) if space is not None and p.genome else ""
-            row = [i + 1, p.key, json.dumps(list(p.genome)), desc, json.dumps(p.hws)]
+            row = [i + 1, p.key, json.dumps(list(p.genome)), desc, json.dumps(p.hws), numerics.get(p.key, "")]
             row += [_fmt(p.value(t)) for t in objectives]
             row += [_fmt(p.metrics.get(label.split("@", 1)[1], {}).get(label.split("@", 1)[0])) for label in labels]
             w.writerow(row)
@@ -318,8 +337,10 @@ def reference_html(objectives: list[Term], reference: dict[str, Any] | None, spa
 
 def write_html(path: Path, config: SearchConfig, points: list[Point], front: list[Point], objectives: list[Term],
                artifacts: dict[str, list[str]], space=None, ladder: list[dict[str, Any]] | None = None,
-               transfer: dict[str, Any] | None = None, reference: dict[str, Any] | None = None) -> None:
+               transfer: dict[str, Any] | None = None, reference: dict[str, Any] | None = None,
+               numerics: dict[str, str] | None = None) -> None:
     e = html.escape
+    numerics = numerics or {}
     ladder_html = ""
     if config.ladder is not None:
         cheap = config.cost or "default"
@@ -346,8 +367,9 @@ def write_html(path: Path, config: SearchConfig, points: list[Point], front: lis
         if multi:
             cells += "".join("<td>" + "<br>".join(f"{e(m)} {_fmt(v)}" for m, v in p.metrics.get(spec, {}).items()
                                                   if m != "accuracy") + "</td>" for spec in config.targets)
+        bits = f"<br>bit-widths per layer: <code>{e(numerics[p.key])}</code>" if numerics.get(p.key) else ""
         rows.append(f"<tr><td>{i + 1}</td><td><code>{e(json.dumps(list(p.genome)))}</code><br>{e(desc)}</td>"
-                    f"<td><code>{e(json.dumps(p.hws))}</code></td>{cells}<td>{links}</td></tr>")
+                    f"<td><code>{e(json.dumps(p.hws))}</code>{bits}</td>{cells}<td>{links}</td></tr>")
     settings = "".join(f"<tr><th>{e(k)}</th><td><code>{e(json.dumps(v))}</code></td></tr>"
                        for k, v in config.settings().items())
     failures = [p for p in points if p.status == "failed"][:20]
@@ -366,6 +388,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 Data: <a href="results.db">results.db</a>, <a href="pareto.csv">pareto.csv</a>.</p>
 <img src="pareto.png" alt="Pareto front" style="max-width:100%">
 <h2>Pareto front</h2>
+<p>Bit-widths per layer, in graph order: c conv, d depthwise, f dense, then the weight bits (fp: float);
+a: activation bits; sym/asym: the weight grid.</p>
 <table><tr><th>#</th><th>architecture</th><th>hardware</th>{head}<th>artifacts</th></tr>
 {''.join(rows)}</table>
 {reference_html(objectives, reference, space)}
@@ -431,7 +455,10 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = Tr
         made.setdefault(key, [])
         made[key] = sorted(set(made[key]) | set(paths))
     files = {"csv": out_dir / "pareto.csv", "plot": out_dir / "pareto.png", "html": out_dir / "report.html"}
-    write_csv(files["csv"], front, objectives, space)
+    from hwnas.pipeline.store import ResultStore
+
+    numerics = front_numerics(ResultStore(out_dir / "results.db"), config, front)
+    write_csv(files["csv"], front, objectives, space, numerics)
     if points:
         write_plot(files["plot"], points, front, objectives, checks)
     ladder = None
@@ -449,6 +476,6 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = Tr
     from hwnas.pipeline.store import ResultStore
 
     reference = ResultStore(out_dir / "results.db").get(REFERENCE_NAMESPACE, REFERENCE_KEY)
-    write_html(files["html"], config, points, front, objectives, made, space, ladder, transfer, reference)
+    write_html(files["html"], config, points, front, objectives, made, space, ladder, transfer, reference, numerics)
     files["transfer_table"] = transfer
     return files

@@ -396,6 +396,7 @@ class PointEvaluator:
                     metrics["accuracy"] = acc
                 result["metrics"][target.spec] = metrics
                 timings = dict(ev.timings, device=ev.device) if ev.device else ev.timings
+                self.record_numerics(genome, hw, target, ev.built)
                 self.record(key, genome, hw, target, metrics, "ok", None, timings, started)
             except Exception as exc:  # one candidate's failure is recorded, never fatal
                 from hwnas.pipeline.executor import describe
@@ -423,6 +424,20 @@ class PointEvaluator:
                 out[target.spec] = dict(evaluate(self.candidate(genome, hw), target, cost=method, workdir=tmp,
                                                  gate=self.gate).metrics)
         return out
+
+    def record_numerics(self, genome, hw, target, built) -> None:
+        """Keep the per-layer bit-widths of a quantized module (the report shows them), by
+        :func:`numerics_key`."""
+        from hwnas.passes.quantize import quantization_info
+
+        module = getattr(built, "module", None)
+        try:
+            info = quantization_info(module) if module is not None else None
+        except Exception:  # a module without a Relax main (a plugin's own kind): nothing to show
+            info = None
+        if info is not None:
+            self.store.put(f"numerics/{self.run_id}", numerics_key(genome, hw, target.spec),
+                           {k: info.get(k) for k in ("activation_bits", "symmetric", "layer_kinds", "layer_bits")})
 
     def evaluate_extra(self, genome, index: int, hw: dict[str, Any]) -> tuple[dict[str, float] | None, str | None, str]:
         """(metrics, error, run id) of ``genome`` with ``hw`` on target number ``index`` alone, outside the
@@ -467,6 +482,24 @@ class PointEvaluator:
             run_id or self.run_id, key, list(genome) if self.space is not None else None, hw, target.spec, metrics,
             status=status, error=error, timings=timings, started=started, finished=time.time(),
         )
+
+
+def numerics_key(genome, hw: dict[str, Any], target: str) -> str:
+    """The store key of one evaluation's quantization record (namespace ``numerics/<run id>``)."""
+    return json.dumps([list(genome) if genome is not None else None, target, hw], sort_keys=True, default=str)
+
+
+def describe_numerics(record: dict[str, Any] | None) -> str:
+    """One line of per-layer bit-widths: ``a8 sym: c8 d4 c4 ... f8`` (``c`` conv, ``d`` depthwise,
+    ``f`` dense; ``fp``: a float layer; ``a`` the activation bits, ``fp`` float)."""
+    if not record:
+        return ""
+    letters = {"conv": "c", "depthwise": "d", "dense": "f"}
+    act = record.get("activation_bits")
+    layers = " ".join(f"{letters.get(k, '?')}{'fp' if b is None else b}"
+                      for k, b in zip(record.get("layer_kinds") or [], record.get("layer_bits") or []))
+    scheme = "sym" if record.get("symmetric", True) else "asym"
+    return f"a{'fp' if act is None else act} {scheme}: {layers}"
 
 
 def _worker_init(setup: WorkerSetup, gate) -> PointEvaluator:

@@ -3,7 +3,11 @@
 HSS knobs (see :mod:`hwnas.passes` for what each does to the code): data
 layout and channel packing, output-channel / row / column / reduction tiles,
 loop order, the loops fused into the parallel loop, vector width, unroll,
-and the number of runtime threads.
+and the number of runtime threads; and quantization (:mod:`hwnas.hss.quant`:
+per-layer weight bits by group, int8/int16 activations: the network is
+rewritten to integer arithmetic by :class:`~hwnas.passes.quantize.QuantizeModule`
+and the int kernels are scheduled, compiled and measured like float ones).
+The default is float (no quantization).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ class CpuTarget(Target):
     name = "cpu"
     description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:metaschedule: conv/dense kernels "
                    "tuned by MetaSchedule once per workload, shared across candidates and runs)")
-    metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "macs")
+    metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "params_packed_kb", "macs")
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
     cost_methods = ("measure", "lut", "analytical", "predictor")
@@ -66,6 +70,10 @@ class CpuTarget(Target):
     min_repeat_ms = 20.0
     #: MetaSchedule trials per new workload when ``tuning`` is on (HWNAS_TUNE_TRIALS overrides)
     tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
+    #: calibration of the quantization pass when a module is compiled for cost or a bundle (the accuracy
+    #: hook calibrates on the evaluator's own training images)
+    calibration_source = "digits"
+    calibration_count = 16
     #: seconds of tuning one build may spend, largest workloads first (HWNAS_TUNE_BUDGET_S; default none)
     tune_budget_s = float(os.environ["HWNAS_TUNE_BUDGET_S"]) if os.environ.get("HWNAS_TUNE_BUDGET_S") else None
 
@@ -85,6 +93,7 @@ class CpuTarget(Target):
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
+        from hwnas.hss.quant import FLOAT, quantization_params
         from hwnas.passes import LOOP_ORDERS, PARALLEL_AXES
 
         return HardwareSpace(
@@ -105,6 +114,7 @@ class CpuTarget(Target):
                 ),
                 "unroll": ChoiceParam((0, 16, 64, 256), default_value=64, doc="max auto-unroll step of inner loops"),
                 "num_threads": IntParam(1, self.cores, default_value=self.cores, doc="runtime threads"),
+                **quantization_params(weight_bits=(FLOAT, 8, 6, 4, 2), activation_bits=(FLOAT, 8, 16)),
             },
             constraints=(
                 Constraint(
@@ -162,8 +172,24 @@ class CpuTarget(Target):
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes import cpu_graph_passes
+        from hwnas.passes.quantize import QuantizeModule, QuantSpec
 
-        return cpu_graph_passes(hw)
+        spec = QuantSpec.from_config(hw)
+        quant = [] if spec is None else [
+            QuantizeModule(source=self.calibration_source, count=self.calibration_count, spec=spec)]
+        return quant + cpu_graph_passes(hw)
+
+    def deployment_key(self, hw: dict[str, Any]) -> str | None:
+        from hwnas.passes.quantize import QuantSpec
+
+        spec = QuantSpec.from_config(hw)
+        return None if spec is None else spec.key()
+
+    def deploy_network(self, model, input_shape, calibration, hw: dict[str, Any]):
+        from hwnas.passes.quantize import QuantSpec
+        from hwnas.targets.quantized import deploy_network
+
+        return deploy_network(model, input_shape, calibration, QuantSpec.from_config(hw))
 
     def tuning_database(self, hw: dict[str, Any]) -> Path:
         """The MetaSchedule database this machine's tuned schedules live in (one per cpu and thread count).
@@ -198,7 +224,9 @@ class CpuTarget(Target):
         return built
 
     def cost(self, built: Built, *, method: str) -> dict[str, float]:
+        from hwnas.passes.quantize import quantization_info
         from hwnas.targets import costmodels
+        from hwnas.targets.quantized import packed_param_bytes
         from hwnas.targets.workloads import extract
 
         method = self.cost_method(method)
@@ -239,6 +267,8 @@ class CpuTarget(Target):
             values = {"latency_ms": float(mean[0]), "latency_std_ms": float(spread[0])}
         values["peak_memory_kb"] = built.fact("memory", lambda b: analysis.planned_memory(b.module))["peak"] / 1024
         values["params_kb"] = built.fact("param_bytes", lambda b: analysis.param_bytes(b.module)) / 1024
+        values["params_packed_kb"] = packed_param_bytes(values["params_kb"] * 1024,
+                                                        quantization_info(built.module)) / 1024
         return values
 
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
@@ -248,4 +278,10 @@ class CpuTarget(Target):
         return {"library": path}
 
     def runtime_info(self, built: Built) -> dict[str, Any]:
-        return {"device": "cpu", "num_threads": int(built.hw["num_threads"])}
+        from hwnas.passes.quantize import quantization_info
+
+        info = {"device": "cpu", "num_threads": int(built.hw["num_threads"])}
+        quant = quantization_info(built.module)
+        if quant is not None:  # integer input and output: x_q = clip(round(x / input_scale)), y = y_q * output_scale
+            info["quantization"] = quant
+        return info

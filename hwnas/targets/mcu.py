@@ -24,7 +24,11 @@ The path of a candidate:
   library ``model.so`` and the expected output of the bundle's input.
 
 HSS knobs: ``exec_order`` (``program`` or ``min_memory``), ``inplace_dw``,
-``tile``, ``tile_rows`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`). Patch-based
+``tile``, ``tile_rows`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`);
+quantization (:mod:`hwnas.hss.quant`): weight bits 8/6/4/2 by layer group,
+int8 or int16 activations, symmetric or asymmetric weights (sub-8-bit weights
+are stored one per byte: ``flash_kb`` does not shrink below 8 bits;
+``params_packed_kb`` is the modelled packed size). Patch-based
 execution of the first stages (MCUNetV2) is not implemented.
 """
 
@@ -97,7 +101,7 @@ class McuTarget(Target):
 
     name = "mcu"
     description = "Cortex-M microcontroller: int8 C bundle, planned SRAM, flash from arm-none-eabi, latency estimate"
-    metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "macs")
+    metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "params_packed_kb", "macs")
     cost_methods = ("model", "emulate")
     variants = _BoardNames()  # type: ignore[assignment]
 
@@ -113,6 +117,7 @@ class McuTarget(Target):
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
+        from hwnas.hss.quant import quantization_params
         from hwnas.passes.schedule_mcu import PAD_MODES
         from hwnas.targets.mcu_plan import ORDERS
 
@@ -128,6 +133,7 @@ class McuTarget(Target):
                 "tile_rows": ChoiceParam((0, 1, 2, 4, 8), default_value=0,
                                          doc="output rows per accumulator tile of a conv (0: all)"),
                 "pad": ChoiceParam(PAD_MODES, doc="zero padding: inline bounds test or a per-tile buffer"),
+                **quantization_params(weight_bits=(8, 6, 4, 2), activation_bits=(8, 16)),
             },
         )
 
@@ -137,9 +143,10 @@ class McuTarget(Target):
         return tvm.target.Target({"kind": "llvm"})
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
-        from hwnas.passes.quantize import QuantizeModule
+        from hwnas.passes.quantize import QuantizeModule, QuantSpec
 
-        return [QuantizeModule(source=self.calibration_source, count=self.calibration_count)]
+        return [QuantizeModule(source=self.calibration_source, count=self.calibration_count,
+                               spec=QuantSpec.from_config(hw))]
 
     def schedule_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes.schedule_mcu import ScheduleMcu
@@ -214,6 +221,7 @@ class McuTarget(Target):
     def cost(self, built: McuBuilt, *, method: str) -> dict[str, float]:
         method = self.cost_method(method)
         from hwnas.targets import mcu_toolchain
+        from hwnas.targets.quantized import packed_param_bytes
 
         with tempfile.TemporaryDirectory(prefix="hwnas-mcu-") as tmp:
             folder = Path(tmp)
@@ -236,6 +244,7 @@ class McuTarget(Target):
             "peak_memory_kb": self.sram_bytes(built) / 1024,
             "flash_kb": flash / 1024,
             "params_kb": analysis.param_bytes(built.module) / 1024,
+            "params_packed_kb": packed_param_bytes(analysis.param_bytes(built.module), built.quantization) / 1024,
         }
 
     # ------------------------------------------------------------------ artifacts
@@ -248,7 +257,7 @@ class McuTarget(Target):
             x = calibration_batch(shape, source=self.calibration_source, count=1, seed=1)
         except InvalidConfigError:
             x = calibration_batch(shape, source="normal", count=1, seed=1)
-        return quantize_input(x, built.quantization["input_scale"])
+        return quantize_input(x, built.quantization["input_scale"], built.quantization["activation_bits"])
 
     def host_executable(self, built: McuBuilt):
         """The same integer module compiled with LLVM for this machine (built on first use: the
@@ -312,39 +321,17 @@ class McuTarget(Target):
 
     # ------------------------------------------------------------------ accuracy hook
     def deployment_key(self, hw: dict[str, Any]) -> str | None:
-        return json.dumps({"quantization": "int8", "weight_bits": 8})
+        from hwnas.passes.quantize import QuantSpec
+
+        return (QuantSpec.from_config(hw) or QuantSpec()).key()
 
     def deploy_network(self, model, input_shape, calibration: np.ndarray, hw: dict[str, Any]):
-        """A function ``float batch (N, C, H, W) -> logits`` of the int8 network, as the device computes it.
+        """A function ``float batch (N, C, H, W) -> logits`` of the quantized network, as the device computes
+        it (see :func:`hwnas.targets.quantized.deploy_network`)."""
+        from hwnas.passes.quantize import QuantSpec
+        from hwnas.targets.quantized import deploy_network
 
-        The trained ``model`` is exported to ONNX, quantized with ``calibration``
-        (the evaluator's training images), compiled for the host and run in the
-        VM one input at a time; the int8 outputs are dequantized.
-        """
-        import tvm
-        from tvm import relax
-
-        from hwnas.passes.quantize import QuantizeModule, quantization_info, quantize_input
-        from hwnas.pipeline import lower
-
-        with tempfile.TemporaryDirectory(prefix="hwnas-mcu-acc-") as tmp:
-            path = lower.export_onnx(model.eval(), input_shape, Path(tmp) / "model.onnx")
-            mod = lower.to_relax(lower.load_onnx(path))
-        mod = QuantizeModule(calibration)(mod)
-        info = quantization_info(mod)
-        with filtered_native_stderr():
-            ex = lower.compile_module(lower.fuse(mod), tvm.target.Target({"kind": "llvm"}))
-        vm = relax.VirtualMachine(ex, tvm.cpu())
-
-        def run(batch: np.ndarray) -> np.ndarray:
-            outs = []
-            for x in np.asarray(batch, dtype=np.float32):
-                y = vm["main"](tvm.runtime.tensor(quantize_input(x[None], info["input_scale"]))).numpy()
-                scale = info["output_scale"]
-                outs.append(y.astype(np.float32) * scale if scale is not None else y)
-            return np.concatenate(outs, axis=0)
-
-        return run
+        return deploy_network(model, input_shape, calibration, QuantSpec.from_config(hw) or QuantSpec())
 
 
 def _is_depthwise(w) -> bool:

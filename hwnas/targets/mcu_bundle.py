@@ -112,7 +112,7 @@ __attribute__((section(".vectors"), used)) static const void* const vectors[16] 
 """
 
 _MAIN = """\
-/* Run one inference on input.h and print the int8 output (written by hwnas). */
+/* Run one inference on input.h and print the integer output (written by hwnas). */
 #include <stdint.h>
 #include <stdio.h>
 #include "input.h"
@@ -123,7 +123,7 @@ _MAIN = """\
 #define SYST_CVR (*(volatile uint32_t*)0xE000E018)
 extern volatile uint32_t hwnas_systick_wraps;
 
-static int8_t output[HWNAS_OUTPUT_SIZE];
+static hwnas_output_t output[HWNAS_OUTPUT_SIZE];
 
 /* SysTick ticks since start (24-bit down-counter plus counted wraps) */
 uint64_t hwnas_clock(void) {
@@ -255,8 +255,10 @@ def model_source(graph: KernelGraph, plan: MemoryPlan, workspace_bytes: int) -> 
         #define HWNAS_ARENA_BYTES {plan.arena_bytes}
         #define HWNAS_WORKSPACE_BYTES {workspace_bytes}
         #define HWNAS_KERNEL_CALLS {len(plan.order)}
-        /* 0 on success; input and output are int8, quantized with the scales in manifest.json */
-        int hwnas_model_run(const int8_t* input, int8_t* output);
+        typedef {_DTYPES[in_t.dtype][0]} hwnas_input_t;
+        typedef {_DTYPES[out_t.dtype][0]} hwnas_output_t;
+        /* 0 on success; input and output are integers, quantized with the scales in manifest.json */
+        int hwnas_model_run(const hwnas_input_t* input, hwnas_output_t* output);
         size_t hwnas_workspace_peak(void);
         /* a clock the application may provide (the default returns 0); the time of each kernel
            call of the last run, in execution order */
@@ -322,7 +324,7 @@ def model_source(graph: KernelGraph, plan: MemoryPlan, workspace_bytes: int) -> 
               "  TVMFFIAny result;",
               "  return f(NULL, args, n, &result);",
               "}", "",
-              "int hwnas_model_run(const int8_t* input, int8_t* output) {",
+              "int hwnas_model_run(const hwnas_input_t* input, hwnas_output_t* output) {",
               f"  memcpy({_data(graph.input, plan)}, input, {in_t.nbytes});"]
     max_args = max((len(c.args) + 1 for c in graph.calls), default=1)
     if max_args > 8:
@@ -343,8 +345,9 @@ def _data(name: str, plan: MemoryPlan) -> str:
 
 
 def input_header(x_q: np.ndarray) -> str:
-    return ("/* One int8 input (written by hwnas). */\n#include <stdint.h>\n"
-            f"static const int8_t hwnas_input[{x_q.size}] = {_c_array(x_q.astype(np.int8), 'int8_t')};\n")
+    ctype = _DTYPES[str(x_q.dtype)][0]
+    return (f"/* One {x_q.dtype} input (written by hwnas). */\n#include <stdint.h>\n"
+            f"static const {ctype} hwnas_input[{x_q.size}] = {_c_array(x_q, ctype)};\n")
 
 
 def linker_script(what: str, flash_origin: int, flash_len: int, ram_origin: int, ram_len: int,

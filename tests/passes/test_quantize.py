@@ -161,7 +161,8 @@ def test_calibration_sources():
 
 
 @pytest.mark.parametrize("spec", [dict(weight_bits=1), dict(weight_bits=9), dict(weight_bits=()),
-                                  dict(activation_bits=16)])
+                                  dict(activation_bits=12), dict(overrides={"middle": 4}),
+                                  dict(overrides={"first": 1})])
 def test_bad_specs_are_refused(spec):
     with pytest.raises(InvalidConfigError):
         QuantSpec(**spec)

@@ -121,7 +121,10 @@ def test_unknown_or_missing_board_names_the_boards():
 
 def test_hardware_space_knobs():
     space = get_target("mcu:stm32f746").hardware_space
-    assert set(space.params) == {"exec_order", "inplace_dw", "tile", "tile_rows", "pad"}
+    assert set(space.params) == {"exec_order", "inplace_dw", "tile", "tile_rows", "pad", "weight_bits",
+                                 "weight_bits_first", "weight_bits_last", "weight_bits_dw", "activation_bits",
+                                 "weight_scheme"}
+    assert space.validate({})["weight_bits"] == 8 and space.validate({})["activation_bits"] == 8
     assert space.validate({})["exec_order"] == "min_memory"
     with pytest.raises(InvalidConfigError):
         space.validate({"tile": 3})

@@ -1,0 +1,62 @@
+"""What the targets with quantization knobs share: the deployed network for accuracy, the modelled
+packed weight size.
+
+The knobs are declared by :func:`hwnas.hss.quant.quantization_params`; the
+rewrite is :class:`hwnas.passes.quantize.QuantizeModule` with the spec of
+:meth:`hwnas.passes.quantize.QuantSpec.from_config`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.util import filtered_native_stderr
+
+
+def deploy_network(model, input_shape, calibration: np.ndarray, spec):
+    """A function ``float batch (N, ...) -> outputs`` of ``model`` quantized by ``spec`` as a target runs it.
+
+    The trained ``model`` is exported to ONNX, quantized with ``calibration``
+    (the evaluator's training images, never its test split), compiled for the
+    host and run in the VM one input at a time; integer outputs are
+    dequantized. The integer module computes the same integers whatever
+    schedule a target gives it (``tests/targets/test_quant.py`` checks the CPU
+    build against this one and against numpy).
+    """
+    import tvm
+    from tvm import relax
+
+    from hwnas.passes.quantize import QuantizeModule, quantization_info, quantize_input
+    from hwnas.pipeline import lower
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-quant-acc-") as tmp:
+        path = lower.export_onnx(model.eval(), input_shape, Path(tmp) / "model.onnx")
+        mod = lower.to_relax(lower.load_onnx(path))
+    mod = QuantizeModule(calibration, spec=spec)(mod)
+    info = quantization_info(mod)
+    with filtered_native_stderr():
+        ex = lower.compile_module(lower.fuse(mod), tvm.target.Target({"kind": "llvm"}))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        outs = []
+        for x in np.asarray(batch, dtype=np.float32):
+            y = vm["main"](tvm.runtime.tensor(quantize_input(x[None], info["input_scale"],
+                                                             info["activation_bits"]))).numpy()
+            scale = info["output_scale"]
+            outs.append(y.astype(np.float32) * scale if scale is not None else y)
+        return np.concatenate(outs, axis=0)
+
+    return run
+
+
+def packed_param_bytes(param_bytes: int, info: dict[str, Any] | None) -> float:
+    """``param_bytes`` (as compiled) with the quantized layers' weights counted at their bit-widths, as if
+    packed: a **model**; the compiled module stores each weight in a byte (or a float)."""
+    if info is None:
+        return float(param_bytes)
+    return float(param_bytes - info.get("weight_bytes_stored", 0) + info.get("weight_bytes_packed", 0))
