@@ -152,6 +152,13 @@ def vm_call(built, x: np.ndarray):
     return run, out.numpy()
 
 
+def float_cpu(spec: str):
+    """The CPU target with its quantization knobs held at float: the artifacts compute what ONNX Runtime does."""
+    target = get_target(spec)
+    target.hardware_space = target.hardware_space.fixed(target.deployment_knobs, "the float network is compared")
+    return target
+
+
 def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir: str, state: str | None):
     """The knob sweep, then MetaSchedule with the rest of the budget: (default hw, best knob hw, database, info).
 
@@ -163,7 +170,7 @@ def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir:
             kept = json.load(f)
         print(f"{name}: tuning outcome read from {saved}", file=sys.stderr)
         return kept["default_hw"], kept["best_hw"], kept["database"], kept["info"]
-    target = get_target("cpu")
+    target = float_cpu("cpu")
     target.repeats = 10
     t0 = time.perf_counter()
     default = evaluate(Candidate.from_space(space, genome, threads), target, workdir=workdir)
@@ -187,7 +194,7 @@ def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir:
     left = budget_s - sweep_s
     database = None
     if left > 0:
-        tuned_target = get_target("cpu:metaschedule")
+        tuned_target = float_cpu("cpu:metaschedule")
         tuned_target.tune_trials = args.trials
         tuned_target.tune_budget_s = left
         database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
@@ -211,11 +218,12 @@ def build(space, genome, hw: dict, workdir: str, database: str | None = None):
     """Compile the network with ``hw`` (with ``database``: cpu:metaschedule, its tuned schedules, no new tuning)."""
     timings: dict[str, float] = {}
     if database is None:
-        target = get_target("cpu")
+        target = float_cpu("cpu")
     else:
         os.environ["HWNAS_TUNING_DB"] = database
-        target = get_target("cpu:metaschedule")
+        target = float_cpu("cpu:metaschedule")
         target.tune_budget_s = 0.0  # what the budget did not reach keeps the knobs' schedules
+    hw = {**target.hardware_space.default(), **hw}
     model, built, onnx_path = compile_candidate(Candidate.from_space(space, genome, hw), target, hw, workdir=workdir,
                                                 timings=timings)
     return built, onnx_path

@@ -275,6 +275,8 @@ def cmd_search(args) -> int:
     print(f"searching {config.space or config.onnx} x {', '.join(config.targets)}: {config.formulation}, "
           f"budget {config.budget}, {config.workers} worker(s), {where}{remote}; store {search.store_path}",
           file=sys.stderr)
+    for spec, knobs in search.evaluator.fixed_knobs.items():
+        print(f"{spec}: {', '.join(knobs)} held at their defaults: {search.evaluator.fixed_reason}", file=sys.stderr)
     try:
         front = search.run()
     except KeyboardInterrupt:

@@ -323,11 +323,23 @@ class PointEvaluator:
                 t.cost_method(cfg.ladder)
             if cfg.repeats is not None and hasattr(t, "repeats"):
                 t.repeats = cfg.repeats
-        self.joint = JointSpace(self.space, self.targets)
         self.needs_accuracy = cfg.needs_accuracy
         self.accuracy = (
             get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
         )
+        #: per target, the knobs held at their defaults: what they change (e.g. bit-widths) would look free
+        #: to an accuracy evaluator that does not run the deployed network
+        self.fixed_knobs: dict[str, tuple[str, ...]] = {}
+        self.fixed_reason = ""
+        if self.accuracy is None or not self.accuracy.uses_deployment:
+            why = self.fixed_reason = (
+                f"accuracy {cfg.accuracy!r} does not run the deployed network (--accuracy train does)"
+                if self.accuracy is not None else "no accuracy is measured")
+            for t in self.targets:
+                if t.deployment_knobs:
+                    t.hardware_space = t.hardware_space.fixed(t.deployment_knobs, why)
+                    self.fixed_knobs[t.spec] = t.deployment_knobs
+        self.joint = JointSpace(self.space, self.targets)
         self.store = ResultStore(setup.store_path) if setup.store_path is not None else Journal()
         for t in self.targets:  # per-kernel times, machine peaks: measured once, kept with the run
             t.use_cache(self.store)

@@ -19,6 +19,7 @@ from typing import Any
 
 from hwnas.errors import InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
+from hwnas.hss.quant import KNOBS as QUANT_KNOBS
 from hwnas.targets import analysis, measure
 from hwnas.targets.base import Built, Target
 from hwnas.util import filtered_native_stderr
@@ -59,6 +60,8 @@ class CpuTarget(Target):
     name = "cpu"
     description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:metaschedule: conv/dense kernels "
                    "tuned by MetaSchedule once per workload, shared across candidates and runs)")
+    #: the quantization knobs (:mod:`hwnas.hss.quant`) change the deployed network's numerics
+    deployment_knobs = QUANT_KNOBS
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "params_packed_kb", "macs")
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model

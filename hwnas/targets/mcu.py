@@ -45,6 +45,7 @@ import numpy as np
 
 from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, HardwareSpace
+from hwnas.hss.quant import KNOBS as QUANT_KNOBS
 from hwnas.targets import analysis
 from hwnas.targets.base import Built, Target
 from hwnas.targets.boards import BOARDS, Board, get_board
@@ -101,6 +102,8 @@ class McuTarget(Target):
 
     name = "mcu"
     description = "Cortex-M microcontroller: int8 C bundle, planned SRAM, flash from arm-none-eabi, latency estimate"
+    #: the quantization knobs (:mod:`hwnas.hss.quant`) change the deployed network's numerics
+    deployment_knobs = QUANT_KNOBS
     metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "params_packed_kb", "macs")
     cost_methods = ("model", "emulate")
     variants = _BoardNames()  # type: ignore[assignment]

@@ -298,16 +298,22 @@ def _check_report(run_dir, space_layers: bool) -> int:
     return quantized
 
 
-def test_search_reports_the_bit_width_of_every_layer(block_onnx, tmp_path):
+def test_bit_widths_are_held_at_float_when_no_accuracy_runs_the_deployed_network(block_onnx, tmp_path):
+    # latency and size only: 2-bit weights would look free, so the search keeps the float network
+    from hwnas.hss.quant import KNOBS
     from hwnas.pipeline.search import Search, SearchConfig
 
     cfg = SearchConfig(targets=("cpu",), space=None, onnx=str(block_onnx),
-                       objectives=("latency_ms", "params_packed_kb"), budget=6, pop_size=6,
-                       workers=1, seed=3, repeats=2, surrogate="none")
+                       objectives=("latency_ms", "params_packed_kb"), budget=4, pop_size=4,
+                       workers=0, seed=3, repeats=2, surrogate="none")
     search = Search(cfg, tmp_path / "run")
+    assert search.evaluator.fixed_knobs == {"cpu": KNOBS}
     search.run()
-    assert all(p.status == "ok" for p in search.all_points()), [p.error for p in search.all_points()]
-    assert _check_report(tmp_path / "run", space_layers=False) >= 1
+    points = search.all_points()
+    assert points and all(p.status == "ok" for p in points), [p.error for p in points]
+    default = search.evaluator.targets[0].hardware_space.default()
+    assert all(p.hws[0][k] == default[k] for p in points for k in KNOBS)
+    assert default["weight_bits"] == "float" and default["activation_bits"] == "float"
 
 
 @pytest.mark.slow
