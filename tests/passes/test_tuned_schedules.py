@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnxruntime as ort
 import torch
 
@@ -52,6 +53,7 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     assert "tuning_tuned" not in off.timings  # plain cpu: the knobs' schedules, no tuning
 
 
+@pytest.mark.slow  # ~30 s of MetaSchedule tuning
 def test_a_tuning_budget_tunes_the_largest_workloads_first(tmp_path, monkeypatch):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     path = export_onnx(_net(24), (1, 3, 10, 10), tmp_path / "b.onnx")

@@ -197,6 +197,7 @@ def test_aggregating_over_one_target_is_refused(cli, tmp_path):
     assert code == 2 and "aggregates over targets but only asic:eyeriss is searched; add another --target" in err
 
 
+@pytest.mark.slow  # ~30 s: a measured CPU target in a worker process; the accelerator run above covers the logic
 def test_cli_multi_target_search_on_cpu_and_accelerator(tmp_path):
     """A real search with the measured CPU: the reference network is measured in the parent process before
     the worker starts, aggregated values and every target's metrics reach the summary and the files."""
