@@ -19,9 +19,9 @@ from typing import Any
 
 from hwnas.errors import InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
-from hwnas.hss.quant import KNOBS as QUANT_KNOBS
 from hwnas.targets import analysis, measure
 from hwnas.targets.base import Built, Target
+from hwnas.targets.quantized import QuantizedDeployment
 from hwnas.util import filtered_native_stderr
 
 
@@ -54,14 +54,12 @@ def host_cpu() -> str:
     return str(tvm.target.codegen.llvm_get_system_cpu())
 
 
-class CpuTarget(Target):
+class CpuTarget(QuantizedDeployment, Target):
     """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
 
     name = "cpu"
     description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:metaschedule: conv/dense kernels "
                    "tuned by MetaSchedule once per workload, shared across candidates and runs)")
-    #: the quantization knobs (:mod:`hwnas.hss.quant`) change the deployed network's numerics
-    deployment_knobs = QUANT_KNOBS
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "params_packed_kb", "macs")
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
@@ -73,10 +71,6 @@ class CpuTarget(Target):
     min_repeat_ms = 20.0
     #: MetaSchedule trials per new workload when ``tuning`` is on (HWNAS_TUNE_TRIALS overrides)
     tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
-    #: calibration of the quantization pass when a module is compiled for cost or a bundle (the accuracy
-    #: hook calibrates on the evaluator's own training images)
-    calibration_source = "digits"
-    calibration_count = 16
     #: seconds of tuning one build may spend, largest workloads first (HWNAS_TUNE_BUDGET_S; default none)
     tune_budget_s = float(os.environ["HWNAS_TUNE_BUDGET_S"]) if os.environ.get("HWNAS_TUNE_BUDGET_S") else None
 
@@ -175,24 +169,8 @@ class CpuTarget(Target):
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes import cpu_graph_passes
-        from hwnas.passes.quantize import QuantizeModule, QuantSpec
 
-        spec = QuantSpec.from_config(hw)
-        quant = [] if spec is None else [
-            QuantizeModule(source=self.calibration_source, count=self.calibration_count, spec=spec)]
-        return quant + cpu_graph_passes(hw)
-
-    def deployment_key(self, hw: dict[str, Any]) -> str | None:
-        from hwnas.passes.quantize import QuantSpec
-
-        spec = QuantSpec.from_config(hw)
-        return None if spec is None else spec.key()
-
-    def deploy_network(self, model, input_shape, calibration, hw: dict[str, Any]):
-        from hwnas.passes.quantize import QuantSpec
-        from hwnas.targets.quantized import deploy_network
-
-        return deploy_network(model, input_shape, calibration, QuantSpec.from_config(hw))
+        return self.quantize_passes(hw) + cpu_graph_passes(hw)
 
     def tuning_database(self, hw: dict[str, Any]) -> Path:
         """The MetaSchedule database this machine's tuned schedules live in (one per cpu and thread count).

@@ -45,9 +45,9 @@ import numpy as np
 
 from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, HardwareSpace
-from hwnas.hss.quant import KNOBS as QUANT_KNOBS
 from hwnas.targets import analysis
 from hwnas.targets.base import Built, Target
+from hwnas.targets.quantized import QuantizedDeployment
 from hwnas.targets.boards import BOARDS, Board, get_board
 from hwnas.util import error_line, filtered_native_stderr
 
@@ -97,21 +97,21 @@ class _BoardNames:
         return tuple(sorted(BOARDS))
 
 
-class McuTarget(Target):
+class McuTarget(QuantizedDeployment, Target):
     """A Cortex-M board: int8 kernels as C, planned SRAM, cross-built flash, estimated latency."""
 
     name = "mcu"
     description = "Cortex-M microcontroller: int8 C bundle, planned SRAM, flash from arm-none-eabi, latency estimate"
-    #: the quantization knobs (:mod:`hwnas.hss.quant`) change the deployed network's numerics
-    deployment_knobs = QUANT_KNOBS
     metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "params_packed_kb", "macs")
     cost_methods = ("model", "emulate")
     variants = _BoardNames()  # type: ignore[assignment]
 
-    #: calibration of the quantization pass when a module is compiled for cost or a bundle
-    #: (the accuracy hook calibrates on the evaluator's own training images)
-    calibration_source = "digits"
-    calibration_count = 16
+    @property
+    def default_spec(self):
+        """A config without quantization knobs runs int8 (weights and activations): the board has no float path."""
+        from hwnas.passes.quantize import QuantSpec
+
+        return QuantSpec()
 
     def __init__(self, variant: str | None = None) -> None:
         self.board: Board = get_board(variant)
@@ -146,10 +146,7 @@ class McuTarget(Target):
         return tvm.target.Target({"kind": "llvm"})
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
-        from hwnas.passes.quantize import QuantizeModule, QuantSpec
-
-        return [QuantizeModule(source=self.calibration_source, count=self.calibration_count,
-                               spec=QuantSpec.from_config(hw))]
+        return self.quantize_passes(hw)  # never empty: default_spec is int8
 
     def schedule_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes.schedule_mcu import ScheduleMcu
@@ -322,19 +319,6 @@ class McuTarget(Target):
             "latency_model": CYCLE_MODEL,
         }
 
-    # ------------------------------------------------------------------ accuracy hook
-    def deployment_key(self, hw: dict[str, Any]) -> str | None:
-        from hwnas.passes.quantize import QuantSpec
-
-        return (QuantSpec.from_config(hw) or QuantSpec()).key()
-
-    def deploy_network(self, model, input_shape, calibration: np.ndarray, hw: dict[str, Any]):
-        """A function ``float batch (N, C, H, W) -> logits`` of the quantized network, as the device computes
-        it (see :func:`hwnas.targets.quantized.deploy_network`)."""
-        from hwnas.passes.quantize import QuantSpec
-        from hwnas.targets.quantized import deploy_network
-
-        return deploy_network(model, input_shape, calibration, QuantSpec.from_config(hw) or QuantSpec())
 
 
 def _is_depthwise(w) -> bool:

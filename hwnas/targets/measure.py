@@ -83,13 +83,17 @@ def measure_vm(
     try:
         vm = relax.VirtualMachine(executable, dev)
         args = [tvm.runtime.tensor(a, dev) for a in arrays]
-        for _ in range(max(warmup, 1)):
-            vm["main"](*args)
-        dev.sync()
-        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
-        result = evaluator(*args)
+        return time_main(vm, args, dev, warmup=max(warmup, 1), repeats=repeats, min_repeat_ms=min_repeat_ms)
     except Exception as exc:
         raise RunError(f"measuring the compiled module failed: {error_line(exc)}") from None
-    samples = tuple(float(r) * 1e3 for r in result.results)
+
+
+def time_main(vm, args: list, dev, *, warmup: int, repeats: int, min_repeat_ms: float) -> Timing:
+    """``warmup`` untimed runs of a VM's ``main`` (local or over RPC), then ``repeats`` timed repeats."""
+    for _ in range(warmup):
+        vm["main"](*args)
+    dev.sync()
+    evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
+    samples = tuple(float(r) * 1e3 for r in evaluator(*args).results)
     std = statistics.pstdev(samples) if len(samples) > 1 else 0.0
     return Timing(median_ms=float(statistics.median(samples)), std_ms=std, samples_ms=samples)

@@ -14,7 +14,48 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.hss.quant import KNOBS
 from hwnas.util import filtered_native_stderr
+
+
+class QuantizedDeployment:
+    """Mixin of the targets whose quantization knobs change what the device computes (``cpu``, ``mcu:``).
+
+    ``default_spec`` is the numerics of a config that asks for no quantization
+    (None: the float network, as on ``cpu``; an int8 spec on ``mcu:``).
+    """
+
+    deployment_knobs = KNOBS
+    #: calibration of the quantization pass when a module is compiled for cost or a bundle (the accuracy
+    #: hook calibrates on the evaluator's own training images)
+    calibration_source = "digits"
+    calibration_count = 16
+
+    @property
+    def default_spec(self):
+        return None
+
+    def quant_spec(self, hw: dict[str, Any]):
+        from hwnas.passes.quantize import QuantSpec
+
+        return QuantSpec.from_config(hw) or self.default_spec
+
+    def quantize_passes(self, hw: dict[str, Any]) -> list:
+        """The quantization pass the config asks for (none for the float network)."""
+        from hwnas.passes.quantize import QuantizeModule
+
+        spec = self.quant_spec(hw)
+        return [] if spec is None else [QuantizeModule(source=self.calibration_source, count=self.calibration_count,
+                                                       spec=spec)]
+
+    def deployment_key(self, hw: dict[str, Any]) -> str | None:
+        spec = self.quant_spec(hw)
+        return None if spec is None else spec.key()
+
+    def deploy_network(self, model, input_shape, calibration: np.ndarray, hw: dict[str, Any]):
+        """A function ``float batch (N, ...) -> outputs`` of the quantized network, as the device computes it
+        (see :func:`deploy_network`)."""
+        return deploy_network(model, input_shape, calibration, self.quant_spec(hw))
 
 
 def deploy_network(model, input_shape, calibration: np.ndarray, spec):

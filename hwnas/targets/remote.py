@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import socket
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InvalidConfigError, RunError
-from hwnas.targets.measure import Timing
+from hwnas.targets.measure import Timing, time_main
 from hwnas.util import error_line, filtered_native_stderr
 
 log = logging.getLogger(__name__)
@@ -204,19 +203,14 @@ def measure_remote(
                 args = [tvm.runtime.tensor(a, dev) for a in arrays]
                 out = vm["main"](*args)
                 outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
-                outputs = [o.numpy() for o in outs]
-                for _ in range(max(warmup, 1) - 1):
-                    vm["main"](*args)
-                dev.sync()
-                evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
-                result = evaluator(*args)
+                outputs = [o.numpy() for o in outs]  # that run was the first warm-up
+                timing = time_main(vm, args, dev, warmup=max(warmup, 1) - 1, repeats=repeats,
+                                   min_repeat_ms=min_repeat_ms)
             except RemoteError:
                 raise
             except Exception as exc:
                 raise RunError(f"measuring on {device.label} failed: {error_line(exc)}") from None
-    samples = tuple(float(r) * 1e3 for r in result.results)
-    std = statistics.pstdev(samples) if len(samples) > 1 else 0.0
-    return Timing(median_ms=float(statistics.median(samples)), std_ms=std, samples_ms=samples), outputs
+    return timing, outputs
 
 
 # ---------------------------------------------------------------------------------------------
