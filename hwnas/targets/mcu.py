@@ -2,9 +2,11 @@
 
 The path of a candidate:
 
-* graph pass: :class:`~hwnas.passes.quantize.QuantizeModule` (post-training
+* graph passes: :class:`~hwnas.passes.quantize.QuantizeModule` (post-training
   int8 quantization calibrated on data: per-channel weights, per-tensor
-  activations; the compiled TIR is the integer computation);
+  activations; the compiled TIR is the integer computation), then
+  :class:`~hwnas.passes.pack_weights.PackWeights` (4- and 2-bit weights
+  packed, decoded in the kernels' weight loads);
 * schedule pass: :class:`~hwnas.passes.schedule_mcu.ScheduleMcu` (stages
   inlined, the accumulator tiled over ``tile`` channels, zero padding inline
   or buffered);
@@ -26,9 +28,11 @@ The path of a candidate:
 HSS knobs: ``exec_order`` (``program`` or ``min_memory``), ``inplace_dw``,
 ``tile``, ``tile_rows`` and ``pad`` (see :mod:`hwnas.passes.schedule_mcu`);
 quantization (:mod:`hwnas.hss.quant`): weight bits 8/6/4/2 by layer group,
-int8 or int16 activations, symmetric or asymmetric weights (sub-8-bit weights
-are stored one per byte: ``flash_kb`` does not shrink below 8 bits;
-``params_packed_kb`` is the modelled packed size). Patch-based
+int8 or int16 activations, symmetric or asymmetric weights; 4- and 2-bit
+weights are stored packed (two or four per byte, :mod:`hwnas.passes.pack_weights`)
+and decoded inside the kernels, so ``params_kb`` and ``flash_kb`` shrink with
+them; 6-bit weights are stored one per byte (``params_packed_kb`` counts them
+at 6 bits: a model). Patch-based
 execution of the first stages (MCUNetV2) is not implemented.
 """
 
@@ -51,20 +55,25 @@ from hwnas.targets.quantized import QuantizedDeployment
 from hwnas.targets.boards import BOARDS, Board, get_board
 from hwnas.util import error_line, filtered_native_stderr
 
+#: weight storage x activation width of a kernel (:func:`kernel_storage`): ``w8`` one weight per byte (8-
+#: and 6-bit layers), ``w4``/``w2`` packed (:mod:`hwnas.passes.pack_weights`, decoded in the weight load);
+#: ``a8``/``a16`` int8/int16 activations
+STORAGES = ("w8a8", "w8a16", "w4a8", "w2a8", "w4a16", "w2a16")
 #: (instructions per multiply-accumulate, per output element) of TVM's scalar C kernels compiled with
-#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind and pad mode, and instructions per element of an
-#: elementwise kernel: least-squares fits of per-kernel instruction counts measured under QEMU 7.2
-#: (mps2-an500, -icount shift=0) over 6 mbv2 networks (64/96 px, width 0.35/0.5), 2026-11-27;
-#: benchmarks/mcu_cycle_model.py re-measures them
+#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind, pad mode and storage; least-squares fits of
+#: per-kernel instruction counts measured under QEMU 7.2 (mps2-an500, -icount shift=0) by
+#: benchmarks/mcu_cycle_model.py (see its docstring for the networks, the date and the fit's error);
+#: ``w4a16``/``w2a16`` were not measured: they are ``w4a8``/``w2a8`` plus the ``a16`` - ``a8`` difference
 INSTRUCTIONS_PER_MAC = {
-    ("conv2d", "inline"): (7.75, 91.3),
-    ("conv2d", "buffer"): (8.15, 62.4),
-    ("depthwise_conv2d", "inline"): (15.2, 98.7),
-    ("depthwise_conv2d", "buffer"): (11.0, 69.1),
-    ("dense", "inline"): (6.05, 0.0),
-    ("dense", "buffer"): (6.05, 0.0),
+    ("conv2d", "inline", "w8a8"): (7.75, 91.3),
+    ("conv2d", "buffer", "w8a8"): (8.15, 62.4),
+    ("depthwise_conv2d", "inline", "w8a8"): (15.2, 98.7),
+    ("depthwise_conv2d", "buffer", "w8a8"): (11.0, 69.1),
+    ("dense", "inline", "w8a8"): (6.05, 0.0),
+    ("dense", "buffer", "w8a8"): (6.05, 0.0),
 }
-INSTRUCTIONS_PER_ELEMENT = 14.8
+#: instructions per element of a kernel without weights (requantization, pooling sums), by activation width
+INSTRUCTIONS_PER_ELEMENT = {"a8": 14.8, "a16": 14.8}
 #: cycles per instruction of integer loop code: Cortex-M4 issues one instruction per cycle with 2-cycle
 #: loads (Arm Cortex-M4 Technical Reference Manual r0p1, 2010, ch. 3 "Instruction timing"); Cortex-M7
 #: dual-issues (Arm Cortex-M7 Technical Reference Manual r1p2, 2018, 1.2 "Features"); the values assume
@@ -146,7 +155,9 @@ class McuTarget(QuantizedDeployment, Target):
         return tvm.target.Target({"kind": "llvm"})
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
-        return self.quantize_passes(hw)  # never empty: default_spec is int8
+        from hwnas.passes.pack_weights import PackWeights
+
+        return [*self.quantize_passes(hw), PackWeights()]  # never empty: default_spec is int8
 
     def schedule_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes.schedule_mcu import ScheduleMcu
@@ -202,16 +213,18 @@ class McuTarget(QuantizedDeployment, Target):
         calls: dict[str, int] = {}
         for c in built.graph.calls:
             calls[c.func] = calls.get(c.func, 0) + 1
+        storage = kernel_storage(built)
+        acts = "a16" if built.quantization.get("activation_bits") == 16 else "a8"
         total = 0.0
         for w in built.workloads:
             n = calls.get(w.func, 0)
             kind = "depthwise_conv2d" if _is_depthwise(w) else ("dense" if w.kind == "dense" else "conv2d")
             out_elems = int(np.prod(w.spatial)) if w.spatial else 0
             if w.macs:
-                per_mac, per_output = INSTRUCTIONS_PER_MAC[(kind, pad)]
+                per_mac, per_output = instructions_per_mac(kind, pad, storage.get(w.func, f"w8{acts}"))
                 total += n * (w.macs * per_mac + out_elems * per_output)
             else:
-                total += n * int(np.prod(w.spatial + w.reduction)) * INSTRUCTIONS_PER_ELEMENT
+                total += n * int(np.prod(w.spatial + w.reduction)) * INSTRUCTIONS_PER_ELEMENT[acts]
         return total
 
     def latency_from_instructions(self, instructions: float) -> float:
@@ -319,6 +332,50 @@ class McuTarget(QuantizedDeployment, Target):
             "latency_model": CYCLE_MODEL,
         }
 
+
+
+def instructions_per_mac(kind: str, pad: str, storage: str) -> tuple[float, float]:
+    """The row of :data:`INSTRUCTIONS_PER_MAC` for a kernel; an unmeasured ``w4a16``/``w2a16`` is its ``a8``
+    row plus the difference ``w8a16`` - ``w8a8``."""
+    row = INSTRUCTIONS_PER_MAC.get((kind, pad, storage))
+    if row is not None:
+        return row
+    if storage.endswith("a16"):
+        w = storage[:-3]
+        base, a8, a16 = (INSTRUCTIONS_PER_MAC.get((kind, pad, s)) for s in (f"{w}a8", "w8a8", "w8a16"))
+        if base is not None and a8 is not None and a16 is not None:
+            return base[0] + a16[0] - a8[0], base[1] + a16[1] - a8[1]
+    return INSTRUCTIONS_PER_MAC[(kind, pad, "w8a8")]
+
+
+def kernel_storage(built: McuBuilt) -> dict[str, str]:
+    """Per conv/dense kernel of ``built``: its weight storage and activation width (a key of
+    :data:`STORAGES`). A packed weight (a ``uint8`` constant) is recognised by its size: the weight's
+    elements at 2 or 4 bits, plus one byte per output channel in the ``offset`` mode."""
+    acts = "a16" if built.quantization.get("activation_bits") == 16 else "a8"
+    by_func = {w.func: w for w in built.workloads}
+    out: dict[str, str] = {}
+    for call in built.graph.calls:
+        w = by_func.get(call.func)
+        if w is None or not w.macs or call.func in out:
+            continue
+        packed = [built.graph.tensors[a] for a in call.args
+                  if built.graph.tensors[a].role == "weight" and built.graph.tensors[a].dtype == "uint8"]
+        bits = 8
+        if packed:
+            if w.conv is not None:
+                elements, channels = w.conv.k * (w.conv.c // max(w.conv.groups, 1)) * w.conv.r * w.conv.s, w.conv.k
+            else:  # dense: (M, N) x K
+                channels = int(w.spatial[-1]) if w.spatial else 1
+                elements = int(np.prod(w.reduction)) * channels
+            size = int(np.prod(packed[0].shape))
+            for b in (2, 4):
+                data = -(-elements * b // 8)
+                if size in (data, data + channels):
+                    bits = b
+                    break
+        out[call.func] = f"w{bits}{acts}"
+    return out
 
 
 def _is_depthwise(w) -> bool:
