@@ -32,6 +32,8 @@ int8 specification), symmetric everywhere:
   their scales are in the function attribute ``hwnas.quantization`` (JSON):
   ``{"input_scale": s_in, "output_scale": s_out, ...}`` (``x_q =
   clip(round(x / s_in))``, ``y = y_q * s_out``);
+* a batch norm after a convolution is first folded into the convolution's
+  weights and bias (:class:`~hwnas.passes.fold_batch_norm.FoldBatchNorm`);
 * any other operator runs in float: its int8 inputs are dequantized first and
   its output is quantized again where an integer consumer needs it.
 
@@ -700,6 +702,9 @@ class QuantizeModule:
             return mod
         if len(mod["main"].params) != 1:
             raise InvalidConfigError(f"quantization needs a model with one input, got {len(mod['main'].params)}")
+        from hwnas.passes.fold_batch_norm import FoldBatchNorm
+
+        mod = FoldBatchNorm()(mod)  # a conv's batch norm becomes its weights and bias: integer, not float
         shape = _shape(mod["main"].params[0])
         batch = self.calibration
         if batch is None:
