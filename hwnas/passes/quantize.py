@@ -27,6 +27,10 @@ int8 specification), symmetric everywhere:
   with ``M[c] = round(s_x s_w[c] / s_out * 2^S)``, then a clip and a cast;
 * residual ``add`` and ``concat``: the int8 inputs rescaled to the output
   scale the same way; ``mean``: an int32 sum requantized with ``1/n`` folded into ``M``;
+  ``avg_pool2d``: the window sums (a depthwise conv with a kernel of ones) requantized with
+  ``1/count`` per output position; an inference ``batch_norm`` not after a conv (after a
+  residual add, say): a per-channel integer affine map (scale ``s_x * gamma / sqrt(var + eps)``
+  and an integer bias), requantized like a conv's accumulator;
   shape-only ops (reshape, permute, squeeze, ...) and clips pass int8 through;
 * the network input becomes an int8 parameter and the output an int8 tensor;
   their scales are in the function attribute ``hwnas.quantization`` (JSON):
@@ -357,6 +361,8 @@ class _Rewriter:
         self.consts: dict[Any, np.ndarray] = {}
         #: vars whose calibrated range the rewrite asked for
         self.requested: set = set()
+        #: batch norms rewritten to integer: tuple var -> (the value of field 0, the call)
+        self.norms: dict[Any, tuple[_Value, Any]] = {}
 
     def const_array(self, expr) -> np.ndarray | None:
         if isinstance(expr, tvm.ir.GenericConst):
@@ -396,7 +402,7 @@ class _Rewriter:
     def requantize(self, expr, m: np.ndarray, lo: int, hi: int, dtype: str | None = None):
         """``clip((expr * M + 2^(S-1)) >> S, lo, hi)`` cast to ``dtype``, with ``M = round(m 2^S)``."""
         m = np.asarray(m, dtype=np.float64)
-        top = float(m.max()) if m.size else 1.0
+        top = float(np.abs(m).max()) if m.size else 1.0
         shift = int(min(46, max(1, self.mbits - math.ceil(math.log2(top))))) if top > 0 else self.mbits
         mq = np.round(m * 2.0**shift).astype(np.int64)
         x = expr if str(expr.ty.dtype) == "int64" else self.emit(relax.op.astype(expr, "int64"))
@@ -535,6 +541,11 @@ class _Rewriter:
                 x = self.emit(relax.op.right_shift(x, self.const(shift, "int64")))
                 x = self.emit(relax.op.clip(x, -self.qmax - 1, self.qmax))
                 return _Value(self.emit(relax.op.astype(x, self.adtype)), "int", s, var)
+        if op == "relax.nn.avg_pool2d":
+            x = self.arg(args[0])
+            pooled = self.avg_pool(var, call, x) if x is not None and x.kind != "float" else None
+            if pooled is not None:
+                return pooled
         clip = self.clip_bounds(op, call)
         if clip is not None:
             lo, hi, source = clip
@@ -573,6 +584,62 @@ class _Rewriter:
                 out = self.emit(relax.Call(call.op, [xq.expr, *args[1:]], call.attrs, call.ty_args))
                 return _Value(out, "int", xq.scale, var)
         return self.fallback(var, call, op)
+
+    def avg_pool(self, var, call, x: _Value) -> _Value | None:
+        """An NCHW average pooling of an integer tensor: a depthwise conv with a kernel of ones (the window
+        sums, in the accumulator type) whose scale divides by each output's window count (padding excluded
+        unless ``count_include_pad``); None when it does not apply (``ceil_mode``, other layouts)."""
+        a = call.attrs
+        if bool(a.ceil_mode) or str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW":
+            return None
+        (kh, kw), (sh, sw), (dh, dw) = ([int(v) for v in t] for t in (a.pool_size, a.strides, a.dilation))
+        pt, pl, pb, pr = [int(v) for v in a.padding]
+        xq = self.as_int(x)
+        _, c, h, w = _shape(xq.expr)
+        _, _, p, q = _shape(var)
+
+        def counts(n_out, n_in, k, stride, dil, before):
+            start = np.arange(n_out) * stride - before
+            taps = start[:, None] + np.arange(k)[None, :] * dil
+            return ((taps >= 0) & (taps < n_in)).sum(axis=1)
+
+        if bool(a.count_include_pad):
+            count = np.full((p, q), float(kh * kw))
+        else:
+            count = np.outer(counts(p, h, kh, sh, dh, pt), counts(q, w, kw, sw, dw, pl)).astype(np.float64)
+        if (count <= 0).any():
+            return None
+        total = self.emit(relax.op.nn.conv2d(
+            xq.expr, self.const(np.ones((c, 1, kh, kw)), "int8"), strides=[sh, sw], padding=[pt, pl, pb, pr],
+            dilation=[dh, dw], groups=c, data_layout="NCHW", kernel_layout="OIHW", out_dtype=self.accdtype))
+        return _Value(total, "acc", xq.scale / count.reshape(1, 1, p, q), var)
+
+    def batch_norm(self, var, call) -> _Value | None:
+        """An inference batch norm (axis 1, constant parameters) of an integer tensor as a per-channel integer
+        affine map: the input widened to the accumulator type, with scale ``s_x * a[c]`` and the bias
+        ``b[c] / (s_x a[c])`` added; None when it does not apply (a batch norm after a conv is folded into
+        the conv before this pass, see :class:`~hwnas.passes.fold_batch_norm.FoldBatchNorm`)."""
+        a = call.attrs
+        x = self.arg(call.args[0])
+        params = [self.const_array(p) for p in call.args[1:5]]
+        if (x is None or x.kind == "float" or bool(a.training) or int(a.axis) != 1
+                or any(p is None or p.ndim != 1 for p in params)):
+            return None
+        gamma, beta, mean, variance = (p.astype(np.float64) for p in params)
+        gamma = gamma if bool(a.scale) else np.ones_like(mean)
+        beta = beta if bool(a.center) else np.zeros_like(mean)
+        mul = gamma / np.sqrt(variance + float(a.epsilon))
+        if np.abs(mul).min(initial=np.inf) < 1e-12 or len(_shape(call.args[0])) != 4:
+            return None
+        xq = self.as_int(x)
+        shift = beta - mul * mean
+        scale = xq.scale * mul.reshape(1, -1, 1, 1)
+        wide = self.emit(relax.op.astype(xq.expr, self.accdtype))
+        bias = np.round(shift.reshape(1, -1, 1, 1) / scale)
+        if self.accdtype == "int32" and np.abs(bias).max(initial=0) >= 2**31:
+            wide = self.emit(relax.op.astype(wide, "int64"))
+        out = self.emit(relax.op.add(wide, self.const(np.clip(bias, -2.0**62, 2.0**62), str(wide.ty.dtype))))
+        return _Value(out, "acc", scale, var)
 
     def clip_bounds(self, op: str, call) -> tuple[float, float, Any] | None:
         """(lo, hi, clipped input) of a clip-like call (ReLU, clip, max/min with a scalar), else None."""
@@ -628,8 +695,18 @@ class _Rewriter:
                     for b in block.bindings:
                         value = b.value
                         if isinstance(value, relax.Call):
-                            if not self.fold(b.var, value):
+                            norm = (self.batch_norm(b.var, value) if isinstance(value.op, tvm.ir.Op)
+                                    and value.op.name == "relax.nn.batch_norm" else None)
+                            if norm is not None:
+                                self.norms[b.var] = (norm, value)
+                            elif not self.fold(b.var, value):
                                 self.values[b.var] = self.rewrite(b.var, value)
+                        elif isinstance(value, relax.TupleGetItem) and value.tuple_value in self.norms:
+                            norm, call = self.norms[value.tuple_value]
+                            if value.index == 0:
+                                self.values[b.var] = norm
+                            else:  # the moving statistics of an inference batch norm: its inputs, unchanged
+                                self.consts[b.var] = self.const_array(call.args[2 + value.index])
                         elif isinstance(value, relax.Var) and value in self.values:
                             self.values[b.var] = self.values[value]
                         elif isinstance(value, relax.TupleGetItem) and value.tuple_value in self.values:

@@ -166,3 +166,38 @@ def test_calibration_sources():
 def test_bad_specs_are_refused(spec):
     with pytest.raises(InvalidConfigError):
         QuantSpec(**spec)
+
+
+def test_nb201_is_integer_from_input_to_output(tmp_path):
+    """NB201's average pools (cell edges, reduction shortcuts) and its head batch norm (after a residual add,
+    so nothing to fold it into) run as integer kernels; the result stays close to fp32 ONNX Runtime."""
+    from hwnas.arch import get_space
+
+    space = get_space("nb201", channels=8, cells_per_stage=1)
+    genome = [4, 4, 4, 3, 2, 1]  # avg_pool_3x3 on the first three edges, then conv 3x3, conv 1x1, skip
+    torch.manual_seed(0)
+    net = space.build(genome).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(-1.5, 1.5)  # negative scales too
+            m.bias.data.uniform_(-0.5, 0.5)
+    path = lower.export_onnx(net, space.input_shape(genome), tmp_path / "nb201.onnx")
+    q = QuantizeModule()(lower.to_relax(lower.load_onnx(path)))
+    info = quantization_info(q)
+    assert info["float_ops"] == []
+    assert not any(str(c.ty.dtype).startswith("float") for c in _ops(q["main"]) if hasattr(c.ty, "dtype"))
+    vm = relax.VirtualMachine(lower.compile_module(lower.fuse(q), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    sess = ort.InferenceSession(str(path))
+    errors, agree = [], 0
+    xs = calibration_batch(space.input_shape(genome), count=16, seed=7)
+    for x in xs:
+        ref = sess.run(None, {"input": x[None]})[0]
+        got = vm["main"](tvm.runtime.tensor(quantize_input(x[None], info["input_scale"]))).numpy()
+        got = got.astype(np.float32) * info["output_scale"]
+        errors.append(np.abs(got - ref).max() / np.abs(ref).max())
+        agree += int(got.argmax() == ref.argmax())
+    # measured 2026-11-27: max error 2.5% of the output range, top-1 agreement 16/16
+    assert max(errors) < 0.06, errors
+    assert agree >= 14
