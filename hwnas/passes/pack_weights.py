@@ -123,18 +123,21 @@ def unpack_te(packed: te.Tensor, shape, bits: int, mode: str, axis: int) -> te.T
     strides = [int(np.prod(shape[i + 1:])) for i in range(len(shape))]
 
     def decode(*idx):
-        # 32-bit index arithmetic: a 64-bit shift costs a library call on a 32-bit core
-        i32 = [tirx.Cast("int32", i) for i in idx]
-        flat = i32[0] * strides[0]
-        for i in range(1, len(i32)):
-            flat = flat + i32[i] * strides[i]
-        byte = tirx.Cast("int32", packed[tirx.RShift(flat, tirx.const(per.bit_length() - 1, "int32"))])
-        shift = tirx.bitwise_and(flat, tirx.const(per - 1, "int32")) * bits
+        flat = idx[0] * strides[0]
+        for i in range(1, len(idx)):
+            flat = flat + idx[i] * strides[i]
+        byte = tirx.Cast("int32", packed[flat // per])
+        # the field's bit offset as a sum of int32 constants selected by the index's low bits: TVM computes
+        # index arithmetic in int64, and a 64-bit shift by a variable is a library call on a 32-bit core
+        shift = tirx.const(0, "int32")
+        for j in range(per.bit_length() - 1):
+            low = tirx.bitwise_and(flat, tirx.const(1 << j, flat.ty.dtype)) == tirx.const(0, flat.ty.dtype)
+            shift = shift + tirx.Select(low, tirx.const(0, "int32"), tirx.const(bits << j, "int32"))
         v = tirx.bitwise_and(tirx.RShift(byte, shift), tirx.const(mask, "int32"))
         if mode == "signed":
             v = tirx.bitwise_xor(v, tirx.const(half, "int32")) - tirx.const(half, "int32")
         else:
-            lo = tirx.Cast("int32", packed[nbytes + i32[axis]])
+            lo = tirx.Cast("int32", packed[nbytes + idx[axis]])
             v = v + lo - tirx.bitwise_and(lo, tirx.const(0x80, "int32")) * 2
         return tirx.Cast("int8", v)
 
