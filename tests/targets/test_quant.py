@@ -280,6 +280,30 @@ def test_packed_bundle_runs_under_qemu_and_equals_the_unpacked_integer_module(wi
 
 @pytest.mark.skipif(bool(mcu_toolchain.missing_tools(qemu=True)),
                     reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
+def test_nb201_runs_integer_under_qemu(tmp_path):
+    """NB201's average pools and head batch norm are integer kernels on the device too."""
+    from hwnas.arch import get_space
+    from hwnas.targets.mcu_bundle import QEMU_MACHINES
+
+    space = get_space("nb201", channels=8, cells_per_stage=1)
+    genome = [4, 4, 4, 3, 2, 1]  # avg_pool_3x3, conv 3x3, conv 1x1, skip
+    torch.manual_seed(0)
+    path = lower.export_onnx(space.build(genome).eval(), space.input_shape(genome), tmp_path / "nb201.onnx")
+    mcu = get_target("mcu:stm32f746")
+    ev = evaluate(Candidate.from_onnx(path, {"weight_bits": 4, "weight_bits_first": 8}), mcu)
+    assert ev.built.quantization["float_ops"] == []
+    assert "float" not in (ev.built.c_source.split("TVM_DLL", 1)[1])  # no float arithmetic in any kernel
+    x_q = mcu.reference_input(ev.built)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    mcu.write_c(ev.built, bundle, x_q)
+    mcu_toolchain.make(bundle, "app.elf")
+    run = mcu_toolchain.run_qemu(bundle, QEMU_MACHINES[mcu.board.core], mcu.board.core)
+    assert run.output == mcu.run_reference(ev.built, x_q).ravel().tolist()
+
+
+@pytest.mark.skipif(bool(mcu_toolchain.missing_tools(qemu=True)),
+                    reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
 def test_mixed_precision_int16_bundle_runs_under_qemu_and_equals_the_host_reference(block_onnx, tmp_path):
     from hwnas.targets.mcu_bundle import QEMU_MACHINES
 
