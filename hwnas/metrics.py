@@ -27,9 +27,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("energy_mj", "mJ", "one inference"),
         MetricInfo("peak_memory_kb", "KiB", "peak activation + workspace memory"),
         MetricInfo("flash_kb", "KiB", "weights + code stored on the device"),
-        MetricInfo("params_kb", "KiB", "weight bytes as compiled (sub-8-bit weights take a byte each)"),
+        MetricInfo("params_kb", "KiB", "weight bytes as compiled (4- and 2-bit weights packed, 6-bit ones a byte each)"),
         MetricInfo("params_packed_kb", "KiB", "weight bytes if packed at their bit-widths: a model (the artifact "
-                   "stores sub-8-bit weights one per byte)"),
+                   "stores 6-bit weights one per byte)"),
         MetricInfo("area_mm2", "mm^2", "accelerator area"),
         MetricInfo("resource_use", "ratio", "share of the target's hardware budget used (area, or FPGA DSP/BRAM/LUT, "
                    "the largest; or a buffer overflowed by a layer's smallest tile); > 1 is over budget"),

@@ -12,7 +12,8 @@ int8 specification), symmetric everywhere:
 * weights of ``conv2d`` (OIHW) and ``matmul`` with a constant weight: per
   output channel, ``w_q = round(w / s_w[c])`` with ``s_w[c] = max|w[c]| / qmax``
   at the layer's weight bit-width (``qmax = 2^(bits-1) - 1``), stored as int8
-  (one weight per byte whatever its bit-width: sub-8-bit weights are not packed);
+  (one weight per byte whatever its bit-width; :class:`~hwnas.passes.pack_weights.PackWeights`
+  packs the 4- and 2-bit ones afterwards);
   ``symmetric=False`` puts the sub-8-bit layers on an asymmetric per-channel
   grid (``s_w = (max - min) / (2^bits - 1)``, zero point ``z = round(-min / s_w)``;
   the stored integer is ``code - z``, which fits int8 up to 7 bits; 8-bit layers

@@ -155,9 +155,7 @@ class McuTarget(QuantizedDeployment, Target):
         return tvm.target.Target({"kind": "llvm"})
 
     def graph_passes(self, hw: dict[str, Any]) -> list:
-        from hwnas.passes.pack_weights import PackWeights
-
-        return [*self.quantize_passes(hw), PackWeights()]  # never empty: default_spec is int8
+        return self.quantize_passes(hw)  # never empty: default_spec is int8 (then PackWeights)
 
     def schedule_passes(self, hw: dict[str, Any]) -> list:
         from hwnas.passes.schedule_mcu import ScheduleMcu

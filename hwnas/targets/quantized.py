@@ -1,5 +1,5 @@
-"""What the targets with quantization knobs share: the deployed network for accuracy, the modelled
-packed weight size.
+"""What the targets with quantization knobs share: the quantization and weight-packing passes, the deployed
+network for accuracy, the modelled packed weight size.
 
 The knobs are declared by :func:`hwnas.hss.quant.quantization_params`; the
 rewrite is :class:`hwnas.passes.quantize.QuantizeModule` with the spec of
@@ -41,12 +41,17 @@ class QuantizedDeployment:
         return QuantSpec.from_config(hw) or self.default_spec
 
     def quantize_passes(self, hw: dict[str, Any]) -> list:
-        """The quantization pass the config asks for (none for the float network)."""
+        """The quantization pass the config asks for, then the packing of its 4- and 2-bit weights (two and
+        four per byte, decoded inside the kernels: :mod:`hwnas.passes.pack_weights`); none for the float
+        network."""
+        from hwnas.passes.pack_weights import PackWeights
         from hwnas.passes.quantize import QuantizeModule
 
         spec = self.quant_spec(hw)
-        return [] if spec is None else [QuantizeModule(source=self.calibration_source, count=self.calibration_count,
-                                                       spec=spec)]
+        if spec is None:
+            return []
+        return [QuantizeModule(source=self.calibration_source, count=self.calibration_count, spec=spec),
+                PackWeights()]
 
     def deployment_key(self, hw: dict[str, Any]) -> str | None:
         spec = self.quant_spec(hw)
@@ -97,7 +102,8 @@ def deploy_network(model, input_shape, calibration: np.ndarray, spec):
 
 def packed_param_bytes(param_bytes: int, info: dict[str, Any] | None) -> float:
     """``param_bytes`` (as compiled) with the quantized layers' weights counted at their bit-widths, as if
-    packed: a **model**; the compiled module stores each weight in a byte (or a float)."""
+    packed: a **model**; the compiled module packs 4- and 2-bit weights but stores 6- and 8-bit ones in a byte
+    (and weight-only rounding in a float)."""
     if info is None:
         return float(param_bytes)
     return float(param_bytes - info.get("weight_bytes_stored", 0) + info.get("weight_bytes_packed", 0))
