@@ -60,20 +60,42 @@ from hwnas.util import error_line, filtered_native_stderr
 #: ``a8``/``a16`` int8/int16 activations
 STORAGES = ("w8a8", "w8a16", "w4a8", "w2a8", "w4a16", "w2a16")
 #: (instructions per multiply-accumulate, per output element) of TVM's scalar C kernels compiled with
-#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind, pad mode and storage; least-squares fits of
-#: per-kernel instruction counts measured under QEMU 7.2 (mps2-an500, -icount shift=0) by
-#: benchmarks/mcu_cycle_model.py (see its docstring for the networks, the date and the fit's error);
-#: ``w4a16``/``w2a16`` were not measured: they are ``w4a8``/``w2a8`` plus the ``a16`` - ``a8`` difference
+#: arm-none-eabi-gcc 12 -O2 for Thumb-2, by kernel kind, pad mode and storage: least-squares fits of
+#: per-kernel instruction counts measured under QEMU 7.2 (mps2-an500, -icount shift=0) on 3 seeded mbv2
+#: networks (64/96 px, width 0.35/0.5), symmetric weights, 2026-11-27 (benchmarks/mcu_cycle_model.py).
+#: Whole-network error of the estimate against the emulated count (mean / max over both pad modes): on the
+#: fitted networks w8a8 4.9 % / 9.4 %, w8a16 6.6 / 12.8, w4a8 3.0 / 5.5, w2a8 2.8 / 4.7; on a held-out
+#: network 7.2 / 9.9, 8.7 / 13.8, 4.6 / 6.2, 4.2 / 5.0. Rows not measured: ``w4a16``/``w2a16`` are the
+#: ``a8`` row plus the ``w8a16`` - ``w8a8`` difference (11.5 % / 19.2 % on the held-out network);
+#: asymmetric (offset) weights use the symmetric row (9.0 % / 11.3 %, underestimated).
 INSTRUCTIONS_PER_MAC = {
-    ("conv2d", "inline", "w8a8"): (7.75, 91.3),
-    ("conv2d", "buffer", "w8a8"): (8.15, 62.4),
-    ("depthwise_conv2d", "inline", "w8a8"): (15.2, 98.7),
-    ("depthwise_conv2d", "buffer", "w8a8"): (11.0, 69.1),
+    ("conv2d", "inline", "w8a8"): (7.75, 91.4),
+    ("conv2d", "inline", "w8a16"): (9.43, 203.9),
+    ("conv2d", "inline", "w4a8"): (13.92, 101.9),
+    ("conv2d", "inline", "w2a8"): (13.69, 88.1),
+    ("conv2d", "buffer", "w8a8"): (8.15, 62.5),
+    ("conv2d", "buffer", "w8a16"): (8.29, 70.5),
+    ("conv2d", "buffer", "w4a8"): (14.15, 62.4),
+    ("conv2d", "buffer", "w2a8"): (14.18, 66.0),
+    ("depthwise_conv2d", "inline", "w8a8"): (15.19, 98.7),
+    ("depthwise_conv2d", "inline", "w8a16"): (32.81, 102.8),
+    ("depthwise_conv2d", "inline", "w4a8"): (23.18, 73.4),
+    ("depthwise_conv2d", "inline", "w2a8"): (24.7, 79.2),
+    ("depthwise_conv2d", "buffer", "w8a8"): (11.01, 69.1),
+    ("depthwise_conv2d", "buffer", "w8a16"): (10.83, 68.4),
+    ("depthwise_conv2d", "buffer", "w4a8"): (17.09, 80.3),
+    ("depthwise_conv2d", "buffer", "w2a8"): (18.53, 89.5),
     ("dense", "inline", "w8a8"): (6.05, 0.0),
+    ("dense", "inline", "w8a16"): (6.06, 0.0),
+    ("dense", "inline", "w4a8"): (12.06, 0.0),
+    ("dense", "inline", "w2a8"): (13.06, 0.0),
     ("dense", "buffer", "w8a8"): (6.05, 0.0),
+    ("dense", "buffer", "w8a16"): (6.06, 0.0),
+    ("dense", "buffer", "w4a8"): (12.06, 0.0),
+    ("dense", "buffer", "w2a8"): (13.06, 0.0),
 }
 #: instructions per element of a kernel without weights (requantization, pooling sums), by activation width
-INSTRUCTIONS_PER_ELEMENT = {"a8": 14.8, "a16": 14.8}
+INSTRUCTIONS_PER_ELEMENT = {"a8": 9.6, "a16": 13.5}
 #: cycles per instruction of integer loop code: Cortex-M4 issues one instruction per cycle with 2-cycle
 #: loads (Arm Cortex-M4 Technical Reference Manual r0p1, 2010, ch. 3 "Instruction timing"); Cortex-M7
 #: dual-issues (Arm Cortex-M7 Technical Reference Manual r1p2, 2018, 1.2 "Features"); the values assume
