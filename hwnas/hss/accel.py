@@ -162,17 +162,23 @@ class AccelConfig:
     dram_gbps: float
     clock_mhz: int
     data_bits: int
+    #: bits a weight is stored and moved at (DRAM, global buffer, array network, register file), decoded to
+    #: ``data_bits`` at the MAC; 0: ``data_bits``
+    weight_bits: int = 0
 
     @classmethod
     def from_hw(cls, hw: Mapping[str, Any]) -> AccelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
+        hw = {**hw, "weight_bits": _weight_bits(hw.get("weight_bits", 0))}
         missing = fields - set(hw)
         if missing:
             raise InvalidConfigError(f"accelerator config lacks {', '.join(sorted(missing))}")
         return cls(**{k: hw[k] for k in fields})
 
     def as_hw(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        hw = dataclasses.asdict(self)
+        hw["weight_bits"] = self.weight_bits or "data"
+        return hw
 
     @property
     def dataflow(self) -> str:
@@ -185,6 +191,16 @@ class AccelConfig:
     @property
     def data_bytes(self) -> int:
         return self.data_bits // 8
+
+    @property
+    def weight_word_bits(self) -> int:
+        """Bits of a stored weight (``weight_bits``, or ``data_bits`` when it is 0)."""
+        return self.weight_bits or self.data_bits
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of a stored weight (a half for 4-bit weights, packed two per byte)."""
+        return self.weight_word_bits / 8
 
     @property
     def psum_bytes(self) -> int:
@@ -207,6 +223,11 @@ class AccelConfig:
     def bytes_per_cycle(self) -> float:
         """DRAM bytes per accelerator clock cycle."""
         return self.dram_gbps * 1e9 / (self.clock_mhz * 1e6)
+
+
+def _weight_bits(value) -> int:
+    """The ``weight_bits`` knob as an int (0: the data width)."""
+    return 0 if value in ("data", None, 0) else int(value)
 
 
 def accelerator_space(name: str, templates: tuple[str, ...], *, fpga: Board | None = None) -> HardwareSpace:
@@ -233,11 +254,13 @@ def accelerator_space(name: str, templates: tuple[str, ...], *, fpga: Board | No
         "dram_gbps": ChoiceParam(DRAM_GBPS, default_value=dram_default, doc="DRAM bandwidth, GB/s"),
         "clock_mhz": ChoiceParam(clocks, default_value=clock_default, doc="clock, MHz"),
         "data_bits": ChoiceParam((8, 16), default_value=d["data_bits"], doc="weight/activation bits (psums 32)"),
+        "weight_bits": ChoiceParam(("data", 8, 4), doc="bits weights are stored and moved at, decoded to data_bits "
+                                   "at the MAC (data: data_bits)"),
     }
     constraints: tuple[Constraint, ...] = ()
     if fpga is not None:
-        constraints = (Constraint(f"dram_gbps must not exceed the {fpga.name} board's {fpga.dram_gbps:g} GB/s",
-                                  lambda c, bw=fpga.dram_gbps: c["dram_gbps"] <= bw),)
+        constraints += (Constraint(f"dram_gbps must not exceed the {fpga.name} board's {fpga.dram_gbps:g} GB/s",
+                                   lambda c, bw=fpga.dram_gbps: c["dram_gbps"] <= bw),)
     return HardwareSpace(name=name, params=params, constraints=constraints)
 
 
@@ -249,7 +272,8 @@ def architecture_description(cfg: AccelConfig, *, target: str, board_info: Board
                 "attributes": {"size_bytes": capacity, "word_bits": cfg.data_bits, "holds": ["W", "I", "O"]}}]
     else:
         glb = [{"name": f"GlobalBuffer_{op}", "class": "SRAM",
-                "attributes": {"size_bytes": size, "word_bits": cfg.data_bits, "holds": [op]}}
+                "attributes": {"size_bytes": size, "word_bits": cfg.weight_word_bits if op == "W" else cfg.data_bits,
+                               "holds": [op]}}
                for op, size in capacity.items()]
     tpl = template(cfg.template)
     system: dict[str, Any] = {
@@ -268,7 +292,8 @@ def architecture_description(cfg: AccelConfig, *, target: str, board_info: Board
                     {"name": "RegisterFile", "class": "regfile",
                      "attributes": {"size_bytes": cfg.rf_bytes, "word_bits": cfg.data_bits}},
                     {"name": "MAC", "class": "intmac",
-                     "attributes": {"operand_bits": cfg.data_bits, "accumulator_bits": cfg.psum_bytes * 8}},
+                     "attributes": {"operand_bits": cfg.data_bits, "accumulator_bits": cfg.psum_bytes * 8,
+                                    "weight_storage_bits": cfg.weight_word_bits}},
                 ],
             }],
         }],

@@ -29,6 +29,14 @@ tile), so a layer takes ``max(compute, memory) + one tile's load``.
 Energy is the sum of access counts times energy per access (:data:`ENERGY`),
 area the sum of PE, register-file and SRAM areas (:data:`AREA`), FPGA use
 DSPs, BRAM36 and LUTs (:data:`FPGA`). Every constant names its source.
+
+Weights may be stored at fewer bits than the data (``weight_bits`` 8 or 4,
+packed): their DRAM bytes, buffer footprints (global buffer and register
+file) and the energy of their accesses at every level scale with their bits
+(per-access energy is proportional to the word's bits, as for the data
+widths: :data:`ENERGY`); they are decoded to the data width at the MAC, whose
+energy and area stay those of the data width (a narrower multiplier would
+cost less: not modelled, so the saving is a lower bound).
 """
 
 from __future__ import annotations
@@ -338,13 +346,13 @@ def _rf_choices(layer: Layer, cfg: AccelConfig) -> list[dict[str, int]]:
     if cfg.dataflow != "row_stationary":
         return [{}]
     out = []
-    db, pb = cfg.data_bytes, cfg.psum_bytes
+    db, pb, wb = cfg.data_bytes, cfg.psum_bytes, cfg.weight_bytes
     for s in sorted({layer.s, 1}, reverse=True):
         for p in (1, 2, 4, 8, 16):
             for q in (1, 2, 4, 8, 16):
                 if p > layer.k or q > layer.c:
                     continue
-                need = (p * q * s + q * s) * db + p * pb
+                need = p * q * s * wb + q * s * db + p * pb
                 if need <= cfg.rf_bytes:
                     out.append({"S": s, "K": p, "C": q})
         if out:
@@ -386,14 +394,14 @@ def _energy_per_word(cfg: AccelConfig, level: str, bits: int, capacity: int | No
 
 @functools.lru_cache(maxsize=256)
 def _word_energies(cfg: AccelConfig):
-    """pJ per word of each level for ``cfg``: dram[bits], glb[operand][bits], noc[bits], rf."""
-    widths = (cfg.data_bits, cfg.psum_bytes * 8)
+    """pJ per word of each level for ``cfg``: dram[bits], glb[operand][bits], noc[bits], rf[bits]."""
+    widths = tuple(sorted({cfg.data_bits, cfg.weight_word_bits, cfg.psum_bytes * 8}))
     capacity = cfg.glb_capacity()
     caps = {op: capacity for op in "WIO"} if isinstance(capacity, int) else capacity
     return ({b: _energy_per_word(cfg, "dram", b) for b in widths},
             {op: {b: _energy_per_word(cfg, "glb", b, caps[op]) for b in widths} for op in "WIO"},
             {b: _energy_per_word(cfg, "noc", b) for b in widths},
-            _energy_per_word(cfg, "rf", cfg.data_bits))
+            {b: _energy_per_word(cfg, "rf", b) for b in widths})
 
 
 def _overflow(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> float:
@@ -401,15 +409,15 @@ def _overflow(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> float:
     sp, rf, glb = (mapping.factors(lv) for lv in ("spatial", "rf", "glb"))
     t_pe = layer.clip(rf)
     t_glb = layer.clip({d: rf[d] * sp[d] * glb[d] for d in DIMS})
-    db, pb = cfg.data_bytes, cfg.psum_bytes
-    use = {"W": layer.footprint("W", t_glb) * db, "I": layer.footprint("I", t_glb) * db,
+    db, pb, wb = cfg.data_bytes, cfg.psum_bytes, cfg.weight_bytes
+    use = {"W": layer.footprint("W", t_glb) * wb, "I": layer.footprint("I", t_glb) * db,
            "O": layer.footprint("O", t_glb) * pb}
     capacity = cfg.glb_capacity()
     if isinstance(capacity, int):
         over = sum(use.values()) / capacity
     else:
         over = max(use[op] / max(capacity[op], 1) for op in "WIO")
-    rf_use = layer.footprint("W", t_pe) * db + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
+    rf_use = layer.footprint("W", t_pe) * wb + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
     return max(over, rf_use / cfg.rf_bytes)
 
 
@@ -422,7 +430,7 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
     t_glb = layer.clip({d: rf[d] * sp[d] * glb[d] for d in DIMS})
     dram_loops = [(d, dram[d]) for d in mapping.dram_order if dram[d] > 1]
     glb_loops = dram_loops + [(d, glb[d]) for d in GLB_ORDER[cfg.dataflow] if glb[d] > 1]
-    db, pb = cfg.data_bytes, cfg.psum_bytes
+    db, pb, wb = cfg.data_bytes, cfg.psum_bytes, cfg.weight_bytes
     pes_used = math.prod(sp.values())
 
     # DRAM <-> GLB
@@ -447,25 +455,27 @@ def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerC
     rows_used = math.prod(f for _, f in mapping.rows)
     cols_used = math.prod(f for _, f in mapping.cols)
     fill_drain = passes * (rows_used + cols_used)
-    dram_bytes = (d_w + d_i + layer.extra) * db + o_final * db + (d_o_w - o_final + d_o_r) * pb
+    dram_bytes = d_w * wb + (d_i + layer.extra) * db + o_final * db + (d_o_w - o_final + d_o_r) * pb
     memory = dram_bytes / cfg.bytes_per_cycle
     n_dram = math.prod(dram.values())
     compute = temporal + fill_drain
     cycles = max(compute, memory) + memory / n_dram
 
-    glb_use = {"W": layer.footprint("W", t_glb) * db, "I": layer.footprint("I", t_glb) * db,
+    glb_use = {"W": layer.footprint("W", t_glb) * wb, "I": layer.footprint("I", t_glb) * db,
                "O": layer.footprint("O", t_glb) * pb}
-    rf_use = layer.footprint("W", t_pe) * db + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
+    rf_use = layer.footprint("W", t_pe) * wb + layer.footprint("I", t_pe) * db + layer.footprint("O", t_pe) * pb
     overflow = _overflow(layer, cfg, mapping)
 
-    bits, pbits = cfg.data_bits, pb * 8
+    bits, pbits, wbits = cfg.data_bits, pb * 8, cfg.weight_word_bits
     e_dram, e_glb, e_noc, e_rf = _word_energies(cfg)
     energy = {
-        "dram": (d_w + d_i + layer.extra + o_final) * e_dram[bits] + (d_o_w - o_final + d_o_r) * e_dram[pbits],
-        "glb": (d_w + a_w) * e_glb["W"][bits] + (d_i + layer.extra + a_i) * e_glb["I"][bits]
+        "dram": d_w * e_dram[wbits] + (d_i + layer.extra + o_final) * e_dram[bits]
+        + (d_o_w - o_final + d_o_r) * e_dram[pbits],
+        "glb": (d_w + a_w) * e_glb["W"][wbits] + (d_i + layer.extra + a_i) * e_glb["I"][bits]
         + (a_o_w + a_o_r + d_o_r) * e_glb["O"][pbits] + d_o_w * e_glb["O"][pbits],
-        "noc": (n_w + n_i) * pes_used * e_noc[bits] + n_o * pes_used * e_noc[pbits],
-        "rf": 4 * macs * e_rf,
+        "noc": n_w * pes_used * e_noc[wbits] + n_i * pes_used * e_noc[bits] + n_o * pes_used * e_noc[pbits],
+        # per MAC: a weight read, an input read, a partial sum read and written (the 4 accesses before)
+        "rf": macs * (e_rf[wbits] + 3 * e_rf[bits]),
         "mac": macs * ENERGY["mac_pj"][bits],
     }
     accesses = {

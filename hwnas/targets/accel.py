@@ -86,6 +86,26 @@ class AcceleratorTarget(Target):
     def builtin_constraints(self) -> tuple[str, ...]:
         return ("resource_use<=1",)
 
+    #: weights stored at fewer bits change what the accelerator computes
+    deployment_knobs = ("weight_bits",)
+
+    def weight_spec(self, hw: dict[str, Any]):
+        """The weight rounding a ``weight_bits`` of 8 or 4 deploys (weight-only: activations as the float
+        network's), None for ``data``."""
+        from hwnas.passes.quantize import QuantSpec
+
+        bits = self.config(hw).weight_bits
+        return None if not bits else QuantSpec(weight_bits=bits, activation_bits=None)
+
+    def deployment_key(self, hw: dict[str, Any]) -> str | None:
+        spec = self.weight_spec(hw)
+        return None if spec is None else spec.key()
+
+    def deploy_network(self, model, input_shape, calibration, hw: dict[str, Any]):
+        from hwnas.targets.quantized import deploy_network
+
+        return deploy_network(model, input_shape, calibration, self.weight_spec(hw))
+
     def tvm_target(self, hw: dict[str, Any]):
         """The host CPU: the host-side module runs the network on this machine."""
         import tvm
@@ -138,7 +158,9 @@ class AcceleratorTarget(Target):
             # a layer whose smallest tile overflows a buffer makes the design infeasible as well
             "resource_use": max(max(use.values()), s["overflow"] if s["overflow"] > 1 else 0.0),
             "peak_memory_kb": built.fact("memory", lambda b: analysis.planned_memory(b.module))["peak"] * scale / 1024,
-            "params_kb": built.fact("param_bytes", lambda b: analysis.param_bytes(b.module)) * scale / 1024,
+            # weights held at their stored width (packed two per byte at 4 bits)
+            "params_kb": built.fact("param_bytes", lambda b: analysis.param_bytes(b.module))
+            * (cfg.weight_word_bits / 32) / 1024,
             "macs": float(s["macs"]),
         }
         if "area_mm2" in self.metrics:

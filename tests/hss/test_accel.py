@@ -123,3 +123,32 @@ def test_fpga_resources_follow_the_array_and_the_buffers():
     use = fpga_use(config("ws_systolic", pe_rows=64, pe_cols=64, data_bits=16), BOARDS["ultra96"])
     assert use["dsp"] > 1  # 4096 DSPs on a 360-DSP part
     assert max(fpga_use(config("ws_systolic"), BOARDS["zcu102"]).values()) < 1
+
+
+def test_weight_bits_shrink_weight_traffic_buffers_and_energy():
+    """Weights stored at 8 or 4 bits (decoded to the data width at the MAC) move and occupy proportionally
+    fewer bytes on the same mapping; the default (``data``) is the data width."""
+    from hwnas.hss.accel_model import Layer, evaluate_mapping, search_mapping
+
+    layer = Layer(g=1, n=1, k=64, c=64, p=8, q=8, r=3, s=3, h=8, w=8)
+    wide = config("row_stationary", data_bits=16)
+    base = search_mapping(layer, wide)
+    assert evaluate_mapping(layer, dataclasses.replace(wide, weight_bits=16), base.mapping) == base
+    previous = base
+    for bits in (8, 4):
+        cost = evaluate_mapping(layer, dataclasses.replace(wide, weight_bits=bits), base.mapping)
+        assert cost.buffer_bytes["glb_W"] == base.buffer_bytes["glb_W"] * bits / 16
+        assert cost.buffer_bytes["glb_I"] == base.buffer_bytes["glb_I"]
+        # every weight comes from DRAM at least once: at least 2 - bits/8 bytes saved per weight
+        assert base.dram_bytes - cost.dram_bytes >= 64 * 64 * 9 * (2 - bits / 8)
+        for level in ("dram", "glb", "noc", "rf"):
+            assert cost.energy_pj[level] < previous.energy_pj[level]
+        assert cost.energy_pj["mac"] == base.energy_pj["mac"]  # the multiply stays at the data width
+        previous = cost
+    space = accelerator_space("asic:eyeriss", ("row_stationary",))
+    assert AccelConfig.from_hw(space.default()).weight_bits == 0
+    cfg = AccelConfig.from_hw(space.validate({"weight_bits": 4}))
+    assert cfg.weight_bits == 4 and cfg.weight_bytes == 0.5
+    assert AccelConfig.from_hw(cfg.as_hw()) == cfg
+    with pytest.raises(InvalidConfigError, match="weight_bits"):
+        space.validate({"weight_bits": 2})

@@ -191,3 +191,31 @@ def test_cli_search_on_an_fpga_template_with_the_accuracy_table(capsys, tmp_path
     assert "3 points evaluated" in out
     bundles = list((tmp_path / "s").glob("artifacts/*/mapping.csv"))
     assert len(bundles) <= 1 and (bundles or "0 on the Pareto front" in out)
+
+
+def test_weight_bits_are_a_deployment_knob_with_measured_accuracy(tmp_path):
+    """4-bit weights make the accelerator's weight bytes smaller and its energy lower, and deploy the
+    network with its weights rounded to 4 bits (what the accuracy evaluator then measures)."""
+    from torch import nn
+
+    from hwnas.pipeline.evaluate import Candidate, evaluate
+    from hwnas.pipeline import lower
+    from hwnas.targets import get_target
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    path = lower.export_onnx(net, (1, 3, 16, 16), tmp_path / "net.onnx")
+    target = get_target("asic:eyeriss")
+    m = {bits: evaluate(Candidate.from_onnx(path, {"weight_bits": bits}), target).metrics for bits in ("data", 4)}
+    assert m[4]["params_kb"] == pytest.approx(m["data"]["params_kb"] / 4)  # eyeriss: 16-bit data
+    assert m[4]["energy_mj"] < m["data"]["energy_mj"]
+    assert target.deployment_key(target.hardware_space.validate({})) is None
+    hw4 = target.hardware_space.validate({"weight_bits": 4})
+    assert "weight_bits" in target.deployment_knobs and target.deployment_key(hw4)
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    run = target.deploy_network(net, (1, 3, 16, 16), x, hw4)
+    ref = net(torch.from_numpy(x)).detach().numpy()
+    got = run(x)
+    assert got.shape == ref.shape and not np.array_equal(got, ref)
+    assert np.abs(got - ref).max() < 0.2 * np.abs(ref).max()  # 4-bit weights: close, not equal
