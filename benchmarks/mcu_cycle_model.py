@@ -121,7 +121,8 @@ def main() -> None:
         print(f"{desc[:44]:44s} {variant:10s} {pad:7s} {'test' if held_out else 'fit':5s} {emulated:10.3e} "
               f"{est:10.3e} {100 * (est - emulated) / emulated:6.1f}%")
     for (variant, held_out), errs in sorted(errors.items()):
-        tag = ("held-out networks" if held_out else "fitted networks") + ("" if variant in FITTED else ", variant not fitted")
+        tag = "held-out networks" if held_out else "fitted networks"
+        tag += "" if variant in FITTED else ", variant not fitted"
         print(f"mean absolute error {variant:10s} ({tag}): {100 * float(np.mean(errs)):.1f}%  "
               f"max {100 * float(np.max(errs)):.1f}%")
 

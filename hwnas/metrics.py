@@ -27,7 +27,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("energy_mj", "mJ", "one inference"),
         MetricInfo("peak_memory_kb", "KiB", "peak activation + workspace memory"),
         MetricInfo("flash_kb", "KiB", "weights + code stored on the device"),
-        MetricInfo("params_kb", "KiB", "weight bytes as compiled (4- and 2-bit weights packed, 6-bit ones a byte each)"),
+        MetricInfo("params_kb", "KiB", "weight bytes as compiled (4- and 2-bit weights packed, 6-bit ones a "
+                   "byte each)"),
         MetricInfo("params_packed_kb", "KiB", "weight bytes if packed at their bit-widths: a model (the artifact "
                    "stores 6-bit weights one per byte)"),
         MetricInfo("area_mm2", "mm^2", "accelerator area"),

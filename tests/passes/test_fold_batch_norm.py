@@ -40,7 +40,8 @@ def _conv_bn_onnx(path, *, reuse_conv: bool = False) -> str:
                               ["e" if reuse_conv else "output"], epsilon=1e-3)]
     if reuse_conv:
         nodes.append(helper.make_node("Add", ["e", "a"], ["output"]))
-    graph = helper.make_graph(nodes, "convbn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+    graph = helper.make_graph(nodes, "convbn",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, c, 8, 8])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return str(path)
@@ -73,7 +74,8 @@ def test_folded_network_equals_onnxruntime(tmp_path, reuse_conv):
 
 def test_quantized_network_is_integer_after_the_fold(tmp_path):
     path = _conv_bn_onnx(tmp_path / "convbn.onnx")
-    q = QuantizeModule(calibration_batch((1, 3, 8, 8), source="normal", count=32))(lower.to_relax(lower.load_onnx(path)))
+    mod = lower.to_relax(lower.load_onnx(path))
+    q = QuantizeModule(calibration_batch((1, 3, 8, 8), source="normal", count=32))(mod)
     info = quantization_info(q)
     assert info["float_ops"] == [] and info["layer_kinds"] == ["conv", "conv"]
     sess = ort.InferenceSession(path)
