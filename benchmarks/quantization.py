@@ -18,9 +18,11 @@ Precisions: ``fp32``; ``int8`` (8-bit weights and activations); ``mixed``
 elsewhere, int8 activations); ``w4`` (4-bit weights everywhere but the first
 and last layer); ``a16`` (8-bit weights, int16 activations).
 
-``params`` is the weight bytes as compiled (sub-8-bit weights are stored one
-per byte), ``packed`` what they would take packed at their bit-widths (a
-model: the artifacts do not pack).
+``cpu params`` is the weight bytes as the CPU compiles them (quantized
+weights one per byte), ``packed`` what they would take packed at their
+bit-widths (a model); ``mcu params`` the weight bytes of the MCU bundle, where
+4- and 2-bit weights are packed (two and four per byte) and decoded in the
+kernels, so its flash shrinks with them (6-bit weights stay one per byte).
 
     python benchmarks/quantization.py [--networks 3] [--epochs 3] [--emulate]
 
@@ -83,18 +85,19 @@ def main() -> None:
             if mcu is not None and precision != "fp32":
                 m = evaluate(Candidate.from_space(space, genome, mcu.hardware_space.validate(knobs)), mcu,
                              cost="emulate" if args.emulate else "model").metrics
-                row.update(mcu_flash=m["flash_kb"], mcu_sram=m["peak_memory_kb"], mcu_ms=m["latency_ms"])
+                row.update(mcu_params=m["params_kb"], mcu_flash=m["flash_kb"], mcu_sram=m["peak_memory_kb"],
+                           mcu_ms=m["latency_ms"])
             rows.append(row)
             print(f"  {name} {precision}: {row}", flush=True)
         print(f"{name}: {space.describe(genome)}")
 
     mcu_note = "emulated" if args.emulate else "estimate"
-    print(f"\n| network | precision | accuracy % | params KiB | packed KiB (model) | cpu ms | cpu peak KiB | "
-          f"{args.board} flash KiB | SRAM KiB | ms ({mcu_note}) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| network | precision | accuracy % | cpu params KiB | packed KiB (model) | cpu ms | cpu peak KiB | "
+          f"{args.board} params KiB | flash KiB | SRAM KiB | ms ({mcu_note}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        mcu_cells = (f"{r['mcu_flash']:.1f} | {r['mcu_sram']:.1f} | {r['mcu_ms']:.1f}" if "mcu_flash" in r
-                     else "- | - | -")
+        mcu_cells = (f"{r['mcu_params']:.1f} | {r['mcu_flash']:.1f} | {r['mcu_sram']:.1f} | {r['mcu_ms']:.1f}"
+                     if "mcu_flash" in r else "- | - | - | -")
         print(f"| {r['network']} | {r['precision']} | {r['accuracy']:.2f} | {r['params']:.1f} | {r['packed']:.1f} | "
               f"{r['cpu_ms']:.3f} | {r['cpu_peak']:.1f} | {mcu_cells} |")
 
