@@ -14,10 +14,15 @@ there yet is tuned:
   network-wide knobs (:func:`~hwnas.passes.tile_conv2d.schedule_conv2d`,
   :func:`~hwnas.passes.tile_dense.schedule_dense`), compiled alone and timed
   on random inputs (:func:`~hwnas.targets.costmodels.measure_kernel`);
-* the first is the network's own config, half of the rest are drawn at
-  random and the others change one knob of the best so far (a config whose
-  schedule equals one already timed is skipped);
-* the fastest config is committed with its time and the network config's.
+* the first is the network's own config; then, for up to a quarter of the
+  trials, the configs chosen for the most similar workloads already in the
+  database (same main block and reduction, nearest spatial extents: the
+  same conv with another fused epilogue, or the same layer type at another
+  size); half of the rest are drawn at random and the others change one knob
+  of the best so far (a config whose schedule equals one already timed is
+  skipped);
+* the fastest config is committed with its time, the network config's and
+  the workload's main block and extents (what the similarity reads).
 
 The module's functions are then scheduled with their workload's config and
 marked scheduled; the ``layout`` and ``pack`` knobs (which change the graph)
@@ -59,6 +64,14 @@ def workload_key(func) -> str:
     from hwnas.targets.workloads import _key
 
     return _key(func)
+
+
+def _distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+    """How unlike two workloads' main blocks are (0: same block, reduction and extents; inf: unrelated)."""
+    if a["block"] != b["block"] or len(a["spatial"]) != len(b["spatial"]):
+        return float("inf")
+    far = sum(abs(np.log(max(x, 1) / max(y, 1))) for x, y in zip(a["spatial"], b["spatial"]))
+    return far + (0.0 if list(a["reduction"]) == list(b["reduction"]) else 10.0)
 
 
 def schedule_with(func, cfg: CpuScheduleConfig):
@@ -156,19 +169,37 @@ class TunedKnobs(WorkloadTuner):
         knob = names[int(rng.integers(len(names)))]
         return {**best, knob: self.space[knob][int(rng.integers(len(self.space[knob])))]}
 
+    def _seeds(self, shape: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
+        """The knobs chosen for the ``count`` workloads in the database most like ``shape`` (distinct)."""
+        ranked = sorted((_distance(shape, r["shape"]), i, r["knobs"]) for i, r in enumerate(self._read().values())
+                        if r.get("knobs") and r.get("shape"))
+        seeds: list[dict[str, Any]] = []
+        for dist, _, knobs in ranked:
+            knobs = {k: v for k, v in knobs.items() if k in self.space}
+            if dist < float("inf") and knobs not in seeds and len(seeds) < count:
+                seeds.append(knobs)
+        return seeds
+
     def tune(self, name: str, func) -> None:
+        from hwnas.targets.workloads import domain
+
         key = workload_key(func)
+        block, spatial, reduction = domain(func)
+        shape = {"block": block, "spatial": list(spatial), "reduction": list(reduction)}
         rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
         base_knobs = {k: self.base[k] for k in self.space if k in self.base}
+        queue = [base_knobs] + self._seeds(shape, self.trials // 4)
+        random_until = len(queue) + max(0, self.trials - len(queue)) // 2
         seen: set[str] = set()
         timed: list[tuple[float, dict[str, Any]]] = []
         attempts = 0
-        candidate = base_knobs
         while len(timed) < self.trials and attempts < 8 * self.trials:
             attempts += 1
-            if attempts > 1:
+            if queue:
+                candidate = queue.pop(0)
+            else:
                 best = min(timed, key=lambda t: t[0])[1] if timed else base_knobs
-                candidate = self._draws(rng, best, random_phase=len(timed) < 1 + (self.trials - 1) // 2)
+                candidate = self._draws(rng, best, random_phase=len(timed) < random_until)
             whole = {**self.base, **candidate}
             if not self.valid(whole):
                 continue
@@ -193,7 +224,7 @@ class TunedKnobs(WorkloadTuner):
         log.info("TunedKnobs: %s: %d configs, best %.4f ms (network config %s ms)", name, len(timed), ms,
                  "-" if first_ms is None else f"{first_ms:.4f}")
         self._commit(key, {"knobs": knobs, "ms": ms, "network_config_ms": first_ms, "trials": len(timed),
-                           "func": name})
+                           "func": name, "shape": shape})
 
 
 def _measure_alone(func, target) -> float:

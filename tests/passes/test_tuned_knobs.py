@@ -120,3 +120,23 @@ def test_cpu_tuned_takes_the_schedule_knobs_out_of_the_searched_space():
         tuned.validate({"tile_oc": 64 if plain.params["tile_oc"].default != 64 else 32})
     with pytest.raises(InvalidConfigError, match="tuned, metaschedule"):
         get_target("cpu:autotvm")
+
+
+def test_new_workloads_first_try_the_knobs_of_the_most_similar_tuned_ones(tmp_path):
+    from hwnas.passes.tuned_knobs import TunedKnobs
+
+    def record(block, spatial, reduction, tile_oc):
+        return {"knobs": {"tile_oc": tile_oc, "tile_ow": 4}, "ms": 1.0, "network_config_ms": 1.0, "trials": 4,
+                "func": block, "shape": {"block": block, "spatial": spatial, "reduction": reduction}}
+
+    (tmp_path / DATABASE_FILE).write_text(json.dumps({
+        "a": record("conv2d_NCHWc", [1, 2, 32, 32, 16], [1, 3, 3, 16], 16),   # same conv, another epilogue
+        "b": record("conv2d_NCHWc", [1, 2, 8, 8, 16], [1, 3, 3, 16], 32),     # same kind, smaller map
+        "c": record("conv2d_NCHWc", [1, 2, 32, 32, 16], [4, 1, 1, 16], 64),   # another reduction
+        "d": record("depthwise_conv2d_NCHWc", [1, 2, 32, 32, 16], [3, 3], 8),  # another block: never
+        "e": record("conv2d_NCHWc", [1, 2, 32, 32, 16], [1, 3, 3, 16], 16),   # same knobs as "a": once
+    }))
+    tuner = TunedKnobs(tmp_path, None, lambda f: True, {}, {"tile_oc": (8, 16, 32, 64), "tile_ow": (4, 8)})
+    shape = {"block": "conv2d_NCHWc", "spatial": [1, 2, 32, 32, 16], "reduction": [1, 3, 3, 16]}
+    assert [s["tile_oc"] for s in tuner._seeds(shape, 8)] == [16, 32, 64]
+    assert [s["tile_oc"] for s in tuner._seeds(shape, 1)] == [16]
