@@ -118,7 +118,7 @@ class TunedKnobs(WorkloadTuner):
         self.valid = valid
         self.trials = int(trials)
         self.seed = int(seed)
-        self.measure = measure or _measure_alone
+        self.measure = measure or measure_alone
 
     # -- the database --------------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class TunedKnobs(WorkloadTuner):
                            "func": name, "shape": shape})
 
 
-def _measure_alone(func, target) -> float:
+def measure_alone(func, target) -> float:
     """Median ms of ``func`` compiled alone for ``target`` (TVM's thread pool as it is sized now)."""
     from hwnas.targets.costmodels import measure_kernel
 

@@ -211,10 +211,10 @@ class CpuTarget(QuantizedDeployment, Target):
             threads = int(hw["num_threads"])
 
             def timed_alone(func, tgt) -> float:
-                from hwnas.passes.tuned_knobs import _measure_alone
+                from hwnas.passes.tuned_knobs import measure_alone
 
                 measure.set_num_threads(threads)
-                return _measure_alone(func, tgt)
+                return measure_alone(func, tgt)
 
             self.last_tuning = TunedKnobs(
                 self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, hw,
