@@ -209,11 +209,14 @@ class CpuTarget(QuantizedDeployment, Target):
 
             space = self.knob_space
             threads = int(hw["num_threads"])
+            sized = []
 
             def timed_alone(func, tgt) -> float:
                 from hwnas.passes.tuned_knobs import measure_alone
 
-                measure.set_num_threads(threads)
+                if not sized:  # the thread pool is sized once, before the first kernel is timed
+                    measure.set_num_threads(threads)
+                    sized.append(threads)
                 return measure_alone(func, tgt)
 
             self.last_tuning = TunedKnobs(
