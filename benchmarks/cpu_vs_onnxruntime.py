@@ -3,13 +3,12 @@
 For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
 
 1. tunes the hwnas artifact, within ``--tune-minutes`` per network in all:
-   * **knobs**: the default hardware config, hand-picked configs and
-     ``--sweep`` random ones of the CPU target's HSS, each measured by the
-     target; the fastest is kept;
-   * **metaschedule** (``cpu:metaschedule`` on the best knob config): the conv
-     and dense workloads are tuned by TVM's MetaSchedule, largest first, with
-     what is left of the budget, in a fresh database (nothing tuned earlier is
-     reused, so the tuning time is the real cost);
+   the network is built with ``cpu:tuned`` (the schedule knobs of each conv
+   and dense workload chosen by timing ``--trials`` configs of it, see
+   :mod:`hwnas.passes.tuned_knobs`) for each layout of the CPU's HSS in turn
+   (NCHWc with packs 16, 8, 4 and NCHW; one fresh tuning database per network,
+   so a workload two layouts share is tuned once and the tuning time is the
+   real cost), and the fastest whole network is kept;
 2. checks every artifact's output against ONNX Runtime (1e-4);
 3. times ONNX Runtime, torch eager and the artifacts in 3 rounds: in each
    round every runtime takes a third of its ``--repeats`` samples in a row
@@ -17,11 +16,12 @@ For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
    order turning from round to round; the table gives the medians.
 
 Every runtime uses ``--threads`` threads. With ``--state DIR`` the tuning
-outcome of each network (the knob config, the MetaSchedule database, the
-seconds spent) is kept in DIR and reused by a later run, which then only
-measures: tune once (``--tune-only``), measure on a quiet machine later.
+outcome of each network (the layout, the database, the seconds spent) is kept
+in DIR and reused by a later run, which then only measures: tune once
+(``--tune-only``), measure on a quiet machine later. Tune on a quiet machine
+too: the per-workload choice is made by timing.
 
-    python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeats 30] [--tune-minutes 10] [--sweep 12]
+    python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeats 30] [--tune-minutes 10] [--trials 32]
                                             [--state DIR [--tune-only]]
 """
 
@@ -40,11 +40,9 @@ import numpy as np
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--repeats", type=int, default=30, help="samples per runtime (default 30)")
-parser.add_argument("--sweep", type=int, default=12, help="random HSS configs tried per network (plus hand-picked)")
 parser.add_argument("--tune-minutes", type=float, default=10.0,
-                    help="tuning budget per network: knob sweep plus MetaSchedule (default 10; 0: knobs only)")
-parser.add_argument("--trials", type=int, default=16, help="MetaSchedule trials per workload (default 16)")
-parser.add_argument("--seed", type=int, default=0)
+                    help="tuning budget per network, all layouts together (default 10)")
+parser.add_argument("--trials", type=int, default=32, help="knob configs timed per workload (default 32)")
 parser.add_argument("--networks", default="mbv2,nb201,fbnet")
 parser.add_argument("--state", help="folder keeping each network's tuning outcome (reused when present)")
 parser.add_argument("--tune-only", action="store_true", help="with --state: tune the networks not yet tuned, then stop")
@@ -87,13 +85,12 @@ def genome_for(name: str, space) -> list[int]:
     return [0, 2, 1] * 6 + [space.widths.index(1.0), space.resolutions.index(96)]
 
 
-def hand_picked(target) -> list[dict]:
-    space = target.hardware_space
-    picks = []
-    for layout in space.params["layout"].values:
-        for tile_oc, tile_ow, lanes in ((8, 8, 8), (16, 4, 16), (32, 8, 16), (8, 32, 16)):
-            picks.append({"layout": layout, "tile_oc": tile_oc, "tile_ow": tile_ow, "vector_width": lanes})
-    return picks
+#: seconds of the budget kept for timing the tuned layouts again (``choose``)
+CHOOSE_S = 60
+
+#: the network-wide layouts tried, most promising first (the CPU's ``layout`` x ``pack`` knobs)
+LAYOUTS = ({"layout": "NCHWc", "pack": 16}, {"layout": "NCHWc", "pack": 8}, {"layout": "NCHW"},
+           {"layout": "NCHWc", "pack": 4})
 
 
 def block_of(fn):
@@ -159,8 +156,8 @@ def float_cpu(spec: str):
     return target
 
 
-def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir: str, state: str | None):
-    """The knob sweep, then MetaSchedule with the rest of the budget: (default hw, best knob hw, database, info).
+def tune(name: str, space, genome, threads: dict, budget_s: float, workdir: str, state: str | None):
+    """cpu:tuned for each layout within ``budget_s``: (best layout hw, database, info).
 
     With ``state``, a network tuned before is not tuned again: its outcome is read back.
     """
@@ -169,59 +166,65 @@ def tune(name: str, space, genome, threads: dict, rng, budget_s: float, workdir:
         with open(saved) as f:
             kept = json.load(f)
         print(f"{name}: tuning outcome read from {saved}", file=sys.stderr)
-        return kept["default_hw"], kept["best_hw"], kept["database"], kept["info"]
-    target = float_cpu("cpu")
-    target.repeats = 10
+        return kept["best_hw"], kept["database"], kept["info"]
+    database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
+    os.environ["HWNAS_TUNING_DB"] = database
     t0 = time.perf_counter()
-    default = evaluate(Candidate.from_space(space, genome, threads), target, workdir=workdir)
-    best = default
-    configs = hand_picked(target) + [target.hardware_space.sample(rng) for _ in range(args.sweep)]
-    tried = 1
-    for hw in configs:
+    tuned, tried = 0, []
+    for layout in LAYOUTS:
         elapsed = time.perf_counter() - t0
-        if budget_s > 0 and elapsed + elapsed / tried > budget_s / 2:
-            break  # half the budget at most for the knobs (the next config at the mean time so far)
-        hw = {**hw, **threads}
-        if not target.hardware_space.is_valid(hw):
-            continue
-        ev = evaluate(Candidate.from_space(space, genome, hw), target, workdir=workdir)
-        tried += 1
-        if ev.metrics["latency_ms"] < best.metrics["latency_ms"]:
-            best = ev
-    sweep_s = time.perf_counter() - t0
-    print(f"{name}: {tried} knob configs in {sweep_s:.0f} s, best {best.hw}", file=sys.stderr)
-    info = {"sweep_s": sweep_s, "configs": tried, "tune_s": 0.0, "tuned": 0, "untuned": 0, "budget_s": budget_s}
-    left = budget_s - sweep_s
-    database = None
-    if left > 0:
-        tuned_target = float_cpu("cpu:metaschedule")
-        tuned_target.tune_trials = args.trials
-        tuned_target.tune_budget_s = left
-        database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
-        os.environ["HWNAS_TUNING_DB"] = database
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        compile_candidate(Candidate.from_space(space, genome, best.hw), tuned_target, best.hw, workdir=workdir,
-                          timings=timings)
-        info.update(tune_s=time.perf_counter() - t0, tuned=int(timings.get("tuning_tuned", 0)),
-                    untuned=int(timings.get("tuning_untuned", 0)))
-        print(f"{name}: MetaSchedule tuned {info['tuned']} workloads ({info['untuned']} left to the knobs) "
-              f"in {info['tune_s']:.0f} s", file=sys.stderr)
+        if tried and elapsed + elapsed / len(tried) > budget_s - CHOOSE_S:
+            break  # the next layout would not fit (at the mean time of those so far; later ones reuse workloads)
+        target = float_cpu("cpu:tuned")
+        target.tune_trials, target.tune_budget_s, target.repeats = args.trials, budget_s - CHOOSE_S - elapsed, 10
+        ev = evaluate(Candidate.from_space(space, genome, {**layout, **threads}), target, workdir=workdir)
+        tried.append(ev)
+        tuned += int(ev.timings.get("tuning_tuned", 0))
+        print(f"{name}: {layout}: {ev.metrics['latency_ms']:.3f} ms ({int(ev.timings.get('tuning_tuned', 0))} "
+              f"workloads tuned, {int(ev.timings.get('tuning_reused', 0))} reused, "
+              f"{int(ev.timings.get('tuning_untuned', 0))} left to the knobs)", file=sys.stderr)
+    # one measurement right after minutes of tuning can be off (a busy neighbour, a slow phase of the VM):
+    # the layouts' tuned builds are timed again together, in rounds, and the best median decides
+    best = choose(name, tried, space, genome, workdir, database)
+    untuned = int(best.timings.get("tuning_untuned", 0))
+    info = {"tune_s": time.perf_counter() - t0, "layouts": len(tried), "tuned": tuned, "untuned": untuned,
+            "budget_s": budget_s}
+    best_hw = {k: best.hw[k] for k in ("layout", "pack", "num_threads")}
+    print(f"{name}: {len(tried)} layouts, {tuned} workloads tuned in {info['tune_s']:.0f} s, best {best_hw}",
+          file=sys.stderr)
     if saved:
         with open(saved, "w") as f:
-            json.dump({"default_hw": default.hw, "best_hw": best.hw, "database": database, "info": info}, f, indent=1,
-                      default=int)
-    return default.hw, best.hw, database, info
+            json.dump({"best_hw": best_hw, "database": database, "info": info}, f, indent=1, default=int)
+    return best_hw, database, info
+
+
+def choose(name: str, tried: list, space, genome, workdir: str, database: str):
+    """The evaluation of ``tried`` whose tuned build has the lowest median over ``ROUNDS`` rounds of timing."""
+    from hwnas.targets import measure
+
+    if len(tried) == 1:
+        return tried[0]
+    executables = [build(space, genome, ev.hw, workdir, database)[0].executable for ev in tried]
+    arrays = list(measure.random_inputs(tried[0].built.inputs).values())
+    medians: list[list[float]] = [[] for _ in tried]
+    for _ in range(ROUNDS):
+        for i, executable in enumerate(executables):
+            medians[i].append(measure.measure_vm(executable, arrays, repeats=10).median_ms)
+    best = min(range(len(tried)), key=lambda i: statistics.median(medians[i]))
+    print(f"{name}: timed again in {ROUNDS} rounds: " + ", ".join(
+        f"{ev.hw['layout']}{ev.hw['pack'] if ev.hw['layout'] == 'NCHWc' else ''} "
+        f"{statistics.median(m):.3f} ms" for ev, m in zip(tried, medians)), file=sys.stderr)
+    return tried[best]
 
 
 def build(space, genome, hw: dict, workdir: str, database: str | None = None):
-    """Compile the network with ``hw`` (with ``database``: cpu:metaschedule, its tuned schedules, no new tuning)."""
+    """Compile the network with ``hw`` (with ``database``: cpu:tuned from its records, no new tuning)."""
     timings: dict[str, float] = {}
     if database is None:
         target = float_cpu("cpu")
     else:
         os.environ["HWNAS_TUNING_DB"] = database
-        target = float_cpu("cpu:metaschedule")
+        target = float_cpu("cpu:tuned")
         target.tune_budget_s = 0.0  # what the budget did not reach keeps the knobs' schedules
     hw = {**target.hardware_space.default(), **hw}
     model, built, onnx_path = compile_candidate(Candidate.from_space(space, genome, hw), target, hw, workdir=workdir,
@@ -232,7 +235,6 @@ def build(space, genome, hw: dict, workdir: str, database: str | None = None):
 def main() -> int:
     torch.set_num_threads(args.threads)
     threads = {"num_threads": min(args.threads, get_target("cpu").cores)}
-    rng = np.random.default_rng(args.seed)
     rows = []
     for name in args.networks.split(","):
         space_name, options, _ = NETWORKS[name]
@@ -242,13 +244,10 @@ def main() -> int:
         if args.state:
             os.makedirs(args.state, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            default_hw, best_hw, database, info = tune(name, space, genome, threads, rng, args.tune_minutes * 60, tmp,
-                                                       args.state)
+            best_hw, database, info = tune(name, space, genome, threads, args.tune_minutes * 60, tmp, args.state)
             if args.tune_only:
                 continue
-            builds = {"default": build(space, genome, default_hw, tmp), "knobs": build(space, genome, best_hw, tmp)}
-            if database is not None:
-                builds["tuned"] = build(space, genome, best_hw, tmp, database)
+            builds = {"default": build(space, genome, threads, tmp), "tuned": build(space, genome, best_hw, tmp, database)}
             x = np.random.default_rng(0).standard_normal(space.input_shape(genome)).astype("float32")
             so = ort.SessionOptions()
             so.intra_op_num_threads = args.threads
@@ -271,8 +270,7 @@ def main() -> int:
                     print(f"{name}: the {key} artifact differs from ONNX Runtime by {errors[key]:.2e}", file=sys.stderr)
                     return 1
             ms = in_rounds(runtimes)
-        hwnas_best = min(v for k, v in ms.items() if k in builds)
-        rows.append((name, ms, hwnas_best, info, max(errors.values())))
+        rows.append((name, ms, best_hw, info, max(errors.values())))
 
     if args.tune_only:
         print(f"tuned; outcome kept in {args.state}")
@@ -282,16 +280,16 @@ def main() -> int:
     budgets = sorted({r[3]["budget_s"] / 60 for r in rows})
     print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} samples in {ROUNDS} rounds (ms); "
           f"tuning budget {', '.join(f'{b:g}' for b in budgets)} min per network\n")
-    header = ("network", "ORT ms", "torch ms", "hwnas default ms", "hwnas knobs ms", "hwnas metaschedule ms",
-              "hwnas best / ORT", "tuning s (knob configs + MetaSchedule workloads)", "max |err| vs ORT")
+    header = ("network", "ORT ms", "torch ms", "hwnas default ms", "hwnas tuned ms", "tuned / ORT", "layout",
+              "tuning s (layouts, workloads)", "max |err| vs ORT")
     print(" | ".join(header))
     print(" | ".join("-" * len(h) for h in header))
-    for name, ms, hwnas_best, info, err in rows:
-        tuned = f"{ms['tuned']:.3f}" if "tuned" in ms else "-"
-        tuning = (f"{info['sweep_s'] + info['tune_s']:.0f} ({info['configs']} configs + {info['tuned']} workloads"
+    for name, ms, hw, info, err in rows:
+        layout = hw["layout"] + (str(hw["pack"]) if hw["layout"] == "NCHWc" else "")
+        tuning = (f"{info['tune_s']:.0f} ({info['layouts']} layouts, {info['tuned']} workloads"
                   + (f", {info['untuned']} left" if info["untuned"] else "") + ")")
-        print(f"{name} | {ms['ort']:.3f} | {ms['torch']:.3f} | {ms['default']:.3f} | {ms['knobs']:.3f} | {tuned} | "
-              f"{hwnas_best / ms['ort']:.2f}x | {tuning} | {err:.1e}")
+        print(f"{name} | {ms['ort']:.3f} | {ms['torch']:.3f} | {ms['default']:.3f} | {ms['tuned']:.3f} | "
+              f"{ms['tuned'] / ms['ort']:.2f}x | {layout} | {tuning} | {err:.1e}")
     return 0
 
 

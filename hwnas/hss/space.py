@@ -31,6 +31,8 @@ class HardwareSpace:
     name: str
     params: Mapping[str, Param]
     constraints: tuple[Constraint, ...] = ()
+    #: knobs held at one value by :meth:`fixed`, and why
+    held: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, p in self.params.items():
@@ -80,8 +82,9 @@ class HardwareSpace:
         for key, value in config.items():
             p = self.params[key]
             if not p.contains(value):
+                why = f" ({self.held[key]})" if key in self.held else ""
                 raise InvalidConfigError(
-                    f"{self.name}: invalid value {value!r} for {key!r}; allowed: {p.describe()}"
+                    f"{self.name}: invalid value {value!r} for {key!r}; allowed: {p.describe()}{why}"
                 )
             full[key] = p.values[p.encode(value)]
         for c in self.constraints:
@@ -134,7 +137,8 @@ class HardwareSpace:
             k: ChoiceParam((p.default,), doc=f"{p.doc} (fixed: {why})") if k in names else p
             for k, p in self.params.items()
         }
-        return HardwareSpace(name=self.name, params=params, constraints=self.constraints)
+        held = {**self.held, **{k: why for k in names if k in self.params}}
+        return HardwareSpace(name=self.name, params=params, constraints=self.constraints, held=held)
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Rows (knob, allowed values, default, doc) for ``hwnas targets``."""

@@ -9,21 +9,24 @@ fusion. It does three things, in order:
    layout-agnostic broadcast ops that TVM's ``ConvertLayout`` can carry the
    packed layout through, so a conv -> bias -> ReLU6 -> conv chain does not
    bounce back to NCHW in the middle.
-2. TVM's ``ConvertLayout`` with a per-call choice: a ``relax.nn.conv2d`` in
-   NCHW/OIHW with ``groups == 1``, static shapes and input and output channel
-   counts both divisible by ``pack`` gets data layout ``NCHW{pack}c`` and kernel
-   layout ``OIHW{pack}i{pack}o`` (output ``NCHW{pack}c``). Depthwise and grouped
-   convolutions and odd channel counts keep NCHW/OIHW. ``ConvertLayout``
+2. TVM's ``ConvertLayout`` with a per-call choice. Each tensor of C channels
+   gets the channel block ``b(C)``: the largest of ``pack``, ``pack/2`` and
+   ``pack/4`` (at least 4) that divides C, so a 24-channel tensor is NCHW8c
+   and a 144-channel one NCHW16c under ``pack`` 16 (no layout transform
+   between them); a C with no block (3 colour channels, odd counts) stays
+   NCHW. A ``relax.nn.conv2d`` in NCHW/OIHW with ``groups == 1`` and static
+   shapes gets data layout ``NCHW{b(C)}c``, kernel layout
+   ``OIHW{b(C)}i{b(O)}o`` and output ``NCHW{b(O)}c``. ``ConvertLayout``
    propagates the packed layout through the elementwise, broadcast, pooling,
    concatenation and reduction ops that follow, and inserts
    ``relax.layout_transform`` only where an op needs another layout. A
    depthwise convolution (``groups`` equal to its input and output channel
-   counts, a multiple of ``pack``) gets data layout ``NCHW{pack}c`` and kernel
-   layout ``OIHW{pack}o``, so a MobileNet block stays packed from its
-   expansion through the depthwise to its projection. A conv with fewer
-   input channels than ``pack`` (the stem of a network: 3 colour channels)
-   keeps its NCHW input and writes NCHW{pack}c (kernel ``OIHW{pack}o``): its
-   output is packed without a layout transform. Where
+   counts) gets data layout ``NCHW{b(C)}c`` and kernel layout
+   ``OIHW{b(C)}o``, so a MobileNet block stays packed from its expansion
+   through the depthwise to its projection. Other grouped convolutions keep
+   NCHW/OIHW. A conv whose input channels have no block (the stem of a
+   network) keeps its NCHW input and writes ``NCHW{b(O)}c`` (kernel
+   ``OIHW{b(O)}o``): its output is packed without a layout transform. Where
    TVM's layout inference fails with every qualifying conv packed, the convs
    are packed greedily, one at a time, keeping those that still convert.
 3. TVM 0.27's legalization of ``relax.nn.conv2d`` refuses sub-indexed layouts,
@@ -254,12 +257,6 @@ def _is_depthwise(call: relax.Call) -> bool:
             and dshape[1] == groups == wshape[0] and wshape[1] == 1)
 
 
-def _is_narrow_input(call: relax.Call, pack: int) -> bool:
-    """Whether a regular conv2d has fewer input channels than ``pack`` (its input stays NCHW)."""
-    dshape = _static_shape(call.args[0])
-    return int(call.attrs.groups) == 1 and dshape is not None and len(dshape) == 4 and dshape[1] < pack
-
-
 @mutator
 class _ClipToRelaxOps(PyExprMutator):
     """``call_tir(maximum|minimum, (x, scalar))`` -> ``relax.maximum|minimum(x, scalar)``."""
@@ -322,11 +319,12 @@ class _PackedConvToTIR(PyExprMutator):
         if (int(attrs.groups) == 1 and data_layout == "NCHW" and _PACKED_DATA_LAYOUT.match(out_layout)
                 and _PACKED_DEPTHWISE_KERNEL_LAYOUT.match(kernel_layout)):
             compute, name = _conv2d_nchw_nchwc_compute, CONV2D_NCHW_NCHWC
-        elif not (_PACKED_DATA_LAYOUT.match(data_layout) and out_layout == data_layout):
+        elif not (_PACKED_DATA_LAYOUT.match(data_layout) and _PACKED_DATA_LAYOUT.match(out_layout)):
             return call
         elif int(attrs.groups) == 1 and _PACKED_KERNEL_LAYOUT.match(kernel_layout):
             compute, name = _conv2d_nchwc_compute, CONV2D_NCHWC
-        elif int(attrs.groups) > 1 and _PACKED_DEPTHWISE_KERNEL_LAYOUT.match(str(attrs.kernel_layout)):
+        elif (int(attrs.groups) > 1 and _PACKED_DEPTHWISE_KERNEL_LAYOUT.match(str(attrs.kernel_layout))
+              and out_layout == data_layout):
             compute, name = _depthwise_conv2d_nchwc_compute, DEPTHWISE_CONV2D_NCHWC
         else:
             return call
@@ -353,18 +351,27 @@ class ConvertLayoutNCHWc:
     Parameters
     ----------
     pack:
-        The channel block: the innermost dimension of the packed activations and
-        the innermost dimensions of the packed weights. Convolutions whose
-        input or output channel count is not a multiple of ``pack``, and
-        grouped ones that are not depthwise, stay in NCHW. A larger ``pack`` gives wider
-        contiguous vectors along output channels (the natural SIMD axis of the
-        packed layout); ``pack`` 8 fills an AVX2 register of float32.
+        The largest channel block: the innermost dimension of the packed
+        activations and weights, for channel counts it divides; others take
+        ``pack/2`` or ``pack/4`` (:meth:`block_of`). Convolutions whose output
+        channels have no block, and grouped ones that are not depthwise, stay
+        in NCHW. A larger ``pack`` gives wider contiguous vectors along output
+        channels (the natural SIMD axis of the packed layout); ``pack`` 8 fills
+        an AVX2 register of float32, 16 an AVX-512 one.
     """
 
     def __init__(self, pack: int) -> None:
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 2:
             raise InvalidConfigError(f"ConvertLayoutNCHWc: pack must be an int >= 2, got {pack!r}")
         self.pack = pack
+
+    def block_of(self, channels: int) -> int | None:
+        """The channel block of a tensor with ``channels`` channels: the largest of ``pack``, ``pack/2``,
+        ``pack/4`` (at least 4) dividing it; None when none does (the tensor stays NCHW)."""
+        for block in (self.pack, self.pack // 2, self.pack // 4):
+            if block >= min(4, self.pack) and channels % block == 0:
+                return block
+        return None
 
     def _qualifies(self, call: relax.Call) -> bool:
         """Whether ``call`` is a conv2d this pass packs (see the class docstring)."""
@@ -378,26 +385,28 @@ class ConvertLayoutNCHWc:
         wshape = _static_shape(call.args[1])
         if dshape is None or wshape is None or len(dshape) != 4 or len(wshape) != 4:
             return False
-        p = self.pack
         if int(attrs.groups) != 1:
-            return _is_depthwise(call) and dshape[1] % p == 0
-        if _is_narrow_input(call, p):
-            return wshape[0] % p == 0
-        return dshape[1] % p == 0 and wshape[0] % p == 0 and wshape[1] % p == 0
+            return _is_depthwise(call) and self.block_of(dshape[1]) is not None
+        return self.block_of(wshape[0]) is not None  # with an unblocked input it reads NCHW (the stem)
+
+    def _layouts(self, call: relax.Call) -> list[str]:
+        """The (data, kernel, out) layouts a qualifying conv is converted to."""
+        cin, cout = _static_shape(call.args[0])[1], _static_shape(call.args[1])[0]
+        p, q = self.block_of(cin), self.block_of(cout)
+        if _is_depthwise(call):
+            return [f"NCHW{q}c", f"OIHW{q}o", f"NCHW{q}c"]
+        if p is None:
+            return ["NCHW", f"OIHW{q}o", f"NCHW{q}c"]
+        return [f"NCHW{p}c", f"OIHW{p}i{q}o", f"NCHW{q}c"]
 
     def _convert(self, mod: tvm.IRModule, chosen: list[relax.Call]) -> tvm.IRModule | None:
         """``ConvertLayout`` packing exactly the conv calls in ``chosen``; None if TVM fails on it."""
-        packed = [f"NCHW{self.pack}c", f"OIHW{self.pack}i{self.pack}o"]
-        packed_depthwise = [f"NCHW{self.pack}c", f"OIHW{self.pack}o"]
-        packed_output = ["NCHW", f"OIHW{self.pack}o", f"NCHW{self.pack}c"]
 
         def choose(call: relax.Call) -> dict[str, list[str]]:
             if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
                 return {}
             if any(call.same_as(c) for c in chosen):
-                if _is_depthwise(call):
-                    return {"relax.nn.conv2d": packed_depthwise}
-                return {"relax.nn.conv2d": packed_output if _is_narrow_input(call, self.pack) else packed}
+                return {"relax.nn.conv2d": self._layouts(call)}
             return {"relax.nn.conv2d": [str(call.attrs.data_layout), str(call.attrs.kernel_layout)]}
 
         try:

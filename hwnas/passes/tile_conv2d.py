@@ -111,9 +111,11 @@ class CpuScheduleConfig:
         ``"NCHW"`` or ``"NCHWc"``. Applied by :class:`ConvertLayoutNCHWc` before
         fusion; the schedule passes recognize either form by its blocks.
     pack:
-        Channel block of NCHWc. In a packed conv the vector axis is the channel
-        lane (extent ``pack``) and ``tile_oc``/``tile_rc`` count channels, so a
-        tile covers ``max(1, tile_oc // pack)`` channel blocks.
+        Largest channel block of NCHWc (a tensor whose channels it does not
+        divide takes ``pack/2`` or ``pack/4``). In a packed conv the vector axis
+        is the channel lane (extent: the output tensor's block) and
+        ``tile_oc``/``tile_rc`` count channels, so a tile covers
+        ``max(1, tile_oc // block)`` channel blocks.
     tile_oc:
         Output channels per register tile (conv); output features per tile (dense).
     tile_oh:
@@ -480,21 +482,24 @@ def schedule_conv2d(sch: s_tir.Schedule, cfg: CpuScheduleConfig) -> bool:
                 sch, producer, parallel=cfg.parallel != "none", vector_width=cfg.vector_width
             )
 
+    # channel tiles count channels: in a packed conv they cover tile // lanes blocks, with the block sizes
+    # the tensors really have (a tensor whose channels pack does not divide has a smaller block)
+    extents = loop_extents(sch, sch.get_loops(conv))
     if depthwise:
         roles = ["batch", "oc", "oh", "ow", "ocp", "kh", "kw"]
-        tiles = {"oc": max(1, cfg.tile_oc // cfg.pack), "oh": cfg.tile_oh, "ow": cfg.tile_ow}
+        tiles = {"oc": max(1, cfg.tile_oc // extents[4]), "oh": cfg.tile_oh, "ow": cfg.tile_ow}
         vector_role = "ocp"
     elif not packed_input:
         roles = ["batch", "oc", "oh", "ow", "ocp", "rc", "kh", "kw"]
-        tiles = {"oc": max(1, cfg.tile_oc // cfg.pack), "oh": cfg.tile_oh, "ow": cfg.tile_ow, "rc": cfg.tile_rc}
+        tiles = {"oc": max(1, cfg.tile_oc // extents[4]), "oh": cfg.tile_oh, "ow": cfg.tile_ow, "rc": cfg.tile_rc}
         vector_role = "ocp"
     elif packed:
         roles = ["batch", "oc", "oh", "ow", "ocp", "rc", "kh", "kw", "rcp"]
         tiles = {
-            "oc": max(1, cfg.tile_oc // cfg.pack),
+            "oc": max(1, cfg.tile_oc // extents[4]),
             "oh": cfg.tile_oh,
             "ow": cfg.tile_ow,
-            "rc": max(1, cfg.tile_rc // cfg.pack),
+            "rc": max(1, cfg.tile_rc // extents[8]),
         }
         vector_role = "ocp"
     else:

@@ -308,7 +308,7 @@ def cmd_search(args) -> int:
         reused += int(row.timings.get("tuning_reused", 0))
         tuned += int(row.timings.get("tuning_tuned", 0))
     if reused + tuned:
-        print(f"tuned schedules: {reused + tuned} kernels compiled with MetaSchedule schedules, {reused} reused from "
+        print(f"tuned schedules: {reused + tuned} kernels compiled with tuned schedules, {reused} reused from "
               f"the tuning database ({100 * reused / (reused + tuned):.0f} % reuse), {tuned} tuned in this run")
     if config.ladder is not None:
         from hwnas.pipeline.report import ladder_rows

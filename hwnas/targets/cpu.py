@@ -58,8 +58,9 @@ class CpuTarget(QuantizedDeployment, Target):
     """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
 
     name = "cpu"
-    description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:metaschedule: conv/dense kernels "
-                   "tuned by MetaSchedule once per workload, shared across candidates and runs)")
+    description = ("host CPU via LLVM: scheduled TIR, measured latency (cpu:tuned: the schedule knobs of each "
+                   "conv/dense workload chosen by measurement; cpu:metaschedule: those kernels tuned by "
+                   "MetaSchedule; both once per workload, shared across candidates and runs)")
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "params_packed_kb", "macs")
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
@@ -69,19 +70,22 @@ class CpuTarget(QuantizedDeployment, Target):
     warmup = 3
     repeats = 10
     min_repeat_ms = 20.0
-    #: MetaSchedule trials per new workload when ``tuning`` is on (HWNAS_TUNE_TRIALS overrides)
+    #: trials per new workload of ``cpu:tuned`` / ``cpu:metaschedule`` (HWNAS_TUNE_TRIALS overrides)
     tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
     #: seconds of tuning one build may spend, largest workloads first (HWNAS_TUNE_BUDGET_S; default none)
     tune_budget_s = float(os.environ["HWNAS_TUNE_BUDGET_S"]) if os.environ.get("HWNAS_TUNE_BUDGET_S") else None
 
-    #: ``cpu:metaschedule``: conv and dense kernels take the best schedule MetaSchedule found for their
-    #: workload (tuned on first sight with :attr:`tune_trials` trials, kept in :meth:`tuning_database` and
-    #: reused by every later candidate and run); the knobs schedule the other kernels
-    TUNED_VARIANT = "metaschedule"
+    #: ``cpu:tuned``: each conv and dense kernel is scheduled with the schedule knobs measured best for its
+    #: workload (:class:`~hwnas.passes.tuned_knobs.TunedKnobs`; those knobs leave the searched space);
+    #: ``cpu:metaschedule``: they take the best schedule MetaSchedule found for their workload. Either is
+    #: tuned on first sight with :attr:`tune_trials` trials, kept in :meth:`tuning_database` and reused by
+    #: every later candidate and run; the knobs schedule the other kernels
+    TUNED_VARIANTS = ("tuned", "metaschedule")
 
     def __init__(self, variant: str | None = None) -> None:
-        if variant not in (None, self.TUNED_VARIANT):
-            raise InvalidConfigError(f"target 'cpu' takes no variant but {self.TUNED_VARIANT!r}, got 'cpu:{variant}'")
+        if variant is not None and variant not in self.TUNED_VARIANTS:
+            raise InvalidConfigError(f"target 'cpu' takes no variant but one of {', '.join(self.TUNED_VARIANTS)}, "
+                                     f"got 'cpu:{variant}'")
         super().__init__(variant)
         self.cores = host_cores()
         #: the RPC device ``measure`` runs on (:meth:`use_remote`), and its LLVM CPU name
@@ -90,6 +94,16 @@ class CpuTarget(QuantizedDeployment, Target):
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
+        space = self.knob_space
+        if self.variant == "tuned":
+            from hwnas.passes.tuned_knobs import SCHEDULE_KNOBS
+
+            space = space.fixed(SCHEDULE_KNOBS, "chosen per workload by cpu:tuned")
+        return space
+
+    @functools.cached_property
+    def knob_space(self) -> HardwareSpace:
+        """The CPU's knobs with every value allowed (``cpu:tuned`` draws its per-workload configs from it)."""
         from hwnas.hss.quant import FLOAT, quantization_params
         from hwnas.passes import LOOP_ORDERS, PARALLEL_AXES
 
@@ -185,15 +199,35 @@ class CpuTarget(QuantizedDeployment, Target):
         from hwnas.passes import cpu_schedule_passes
 
         passes = cpu_schedule_passes(hw)
-        if self.variant == self.TUNED_VARIANT:
-            from hwnas.passes.tuned_schedules import TunedSchedules
-            from hwnas.targets.workloads import is_mac_kernel, iterations
+        if self.variant is None:
+            return passes
+        from hwnas.targets.workloads import is_mac_kernel, iterations
 
-            self.last_tuning = TunedSchedules(self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel,
-                                              trials=self.tune_trials, budget_s=self.tune_budget_s,
-                                              priority=iterations)
-            passes = [self.last_tuning] + passes
-        return passes
+        common = {"budget_s": self.tune_budget_s, "priority": iterations, "trials": self.tune_trials}
+        if self.variant == "tuned":
+            from hwnas.passes.tuned_knobs import SCHEDULE_KNOBS, TunedKnobs
+
+            space = self.knob_space
+            threads = int(hw["num_threads"])
+            sized = []
+
+            def timed_alone(func, tgt) -> float:
+                from hwnas.passes.tuned_knobs import measure_alone
+
+                if not sized:  # the thread pool is sized once, before the first kernel is timed
+                    measure.set_num_threads(threads)
+                    sized.append(threads)
+                return measure_alone(func, tgt)
+
+            self.last_tuning = TunedKnobs(
+                self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, hw,
+                {k: space.params[k].values for k in SCHEDULE_KNOBS}, valid=space.is_valid, measure=timed_alone,
+                **common)
+        else:
+            from hwnas.passes.tuned_schedules import TunedSchedules
+
+            self.last_tuning = TunedSchedules(self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, **common)
+        return [self.last_tuning] + passes
 
     def build(self, mod, hw: dict[str, Any]) -> Built:
         built = analysis.build_module(mod, self.tvm_target(hw), hw, what="for cpu")

@@ -181,6 +181,14 @@ def is_mac_kernel(func) -> bool:
     return block is not None and _kind(block, _domain(block)[1]) in MAC_KINDS
 
 
+def domain(func) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+    """The main block of a PrimFunc: (its name, spatial extents, reduction extents); ("", (), ()) if none."""
+    block = _main_block(func)
+    if block is None:
+        return "", (), ()
+    return (block.name_hint, *_domain(block))
+
+
 def iterations(func) -> int:
     """Iterations of a PrimFunc's main block (spatial x reduction): its MACs for a conv or a dense."""
     block = _main_block(func)

@@ -106,6 +106,7 @@ def _relu(conv: nn.Module) -> nn.Module:
 NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     # regular 3x3, padded, 12 -> 20 channels at 10x10
     "conv": (lambda: _relu(nn.Conv2d(12, 20, 3, padding=1)), (1, 12, 10, 10)),
+    "odd": (lambda: _relu(nn.Conv2d(6, 10, 3, padding=1)), (1, 6, 8, 8)),
     # a network's stem: 3 colour channels, strided 3x3 to 16, ReLU, then a 1x1
     "stem": (lambda: nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1)),
              (1, 3, 15, 15)),

@@ -93,17 +93,28 @@ def test_a_stem_conv_writes_the_packed_layout_from_nchw_input(pipeline):
     assert len(_op_calls(after, "relax.layout_transform")) == 1  # the output back to NCHW only
 
 
-@pytest.mark.parametrize(
-    ("net", "pack"),
-    [("depthwise", 32), ("grouped", 4), ("conv", 8), ("pointwise", 16)],
-)
-def test_grouped_and_odd_channels_stay_nchw(pipeline, net, pack):
-    # grouped (not depthwise) convs never pack; depthwise 16 channels with pack 32; conv has 12 -> 20
-    # channels (not multiples of 8); pointwise 16 -> 24 (24 is not a multiple of 16)
+@pytest.mark.parametrize(("net", "pack"), [("grouped", 4), ("odd", 8)])
+def test_grouped_convs_and_channels_without_a_block_stay_nchw(pipeline, net, pack):
+    # grouped (not depthwise) convs never pack; 6 -> 10 channels: neither 8 nor 4 divides them
     after = _packed(pipeline, net, pack)
     assert _tir_calls(after, "conv2d_NCHWc") == [] and _tir_calls(after, "depthwise_conv2d_NCHWc") == []
     assert _op_calls(after, "relax.layout_transform") == []
     assert all(str(c.attrs.data_layout) == "NCHW" for c in _op_calls(after, "relax.nn.conv2d"))
+
+
+@pytest.mark.parametrize(
+    ("net", "pack", "blocks"),
+    [("pointwise", 16, (16, 8)), ("conv", 8, (4, 4)), ("depthwise", 32, (16, 16))],
+)
+def test_each_tensor_takes_the_largest_block_that_divides_its_channels(pipeline, config, net, pack, blocks):
+    # 16 -> 24 channels under pack 16: in NCHW16c, out NCHW8c; 12 -> 20 under pack 8: NCHW4c both;
+    # a 16-channel depthwise under pack 32: NCHW16c
+    after = _packed(pipeline, net, pack)
+    (first, *_) = _tir_calls(after, "conv2d_NCHWc") + _tir_calls(after, "depthwise_conv2d_NCHWc")
+    data_block = int(first.args[1].fields[0].ty.shape.values[-1])
+    out_block = int(first.ty.shape.values[-1])
+    assert (data_block, out_block) == blocks
+    pipeline.check_numerics(net, config(layout="NCHWc", pack=pack))
 
 
 def test_a_graph_tvm_cannot_convert_is_packed_greedily(pipeline, caplog):
