@@ -278,3 +278,37 @@ def structure() -> Any:
         loops_of = staticmethod(loops_of)
 
     return _Structure()
+
+
+def _tuning_net(second_channels: int) -> nn.Module:
+    torch.manual_seed(second_channels)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, second_channels, 1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(second_channels * 10 * 10, 10)).eval()
+
+
+@pytest.fixture
+def tuning_onnx(tmp_path) -> Callable[[int], Path]:
+    """``make(c)``: the ONNX file of a 3x3 conv (3 -> 16), a 1x1 conv (16 -> c) and a dense, on 10x10 inputs.
+
+    Networks with different ``c`` share the first conv's workload (what the tuning tests reuse).
+    """
+    from hwnas.pipeline.lower import export_onnx
+
+    return lambda c: export_onnx(_tuning_net(c), (1, 3, 10, 10), tmp_path / f"tuning{c}.onnx")
+
+
+@pytest.fixture
+def matches_ort() -> Callable[[Any, Path], None]:
+    """``check(evaluation, onnx_path)``: the evaluated artifact's output equals ONNX Runtime's (1e-4)."""
+    import onnxruntime as ort
+
+    from hwnas.targets.measure import random_inputs, run_vm
+
+    def check(ev, path: Path) -> None:
+        x = list(random_inputs(ev.built.inputs, seed=5).values())
+        ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x[0]})[0]
+        np.testing.assert_allclose(run_vm(ev.built.executable, x)[0], ref, rtol=1e-4, atol=1e-4)
+
+    return check

@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 import tvm_ffi
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes.tile_conv2d import SCHEDULED_ATTR
 from hwnas.passes.tuned_knobs import DATABASE_FILE, SCHEDULE_KNOBS, schedule_with, workload_key
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.lower import export_onnx
 from hwnas.targets import get_target
-from hwnas.targets.measure import random_inputs, run_vm
-
-
-def _net(second_channels: int):
-    torch.manual_seed(second_channels)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, second_channels, 1), torch.nn.ReLU(), torch.nn.Flatten(),
-        torch.nn.Linear(second_channels * 10 * 10, 10)).eval()
-
-
-def _check_against_ort(ev, path):
-    x = list(random_inputs(ev.built.inputs, seed=5).values())
-    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x[0]})[0]
-    np.testing.assert_allclose(run_vm(ev.built.executable, x)[0], ref, rtol=1e-4, atol=1e-4)
 
 
 def _tuned(trials: int = 4, budget_s=None):
@@ -45,15 +26,16 @@ def _records(db) -> dict:
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NCHWc"])
-def test_each_workload_is_tuned_once_and_shared_by_later_candidates(tmp_path, monkeypatch, layout):
+def test_each_workload_is_tuned_once_and_shared_by_later_candidates(tmp_path, monkeypatch, layout,
+        tuning_onnx, matches_ort):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
-    a = export_onnx(_net(8), (1, 3, 10, 10), tmp_path / "a.onnx")
-    b = export_onnx(_net(24), (1, 3, 10, 10), tmp_path / "b.onnx")  # same first conv, other 1x1 and dense
+    a = tuning_onnx(8)
+    b = tuning_onnx(24)  # same first conv, other 1x1 and dense
     hw = {"num_threads": 1, "layout": layout}
 
     first = evaluate(Candidate.from_onnx(a, hw), _tuned())
     assert first.timings["tuning_tuned"] == 3 and first.timings["tuning_reused"] == 0  # 2 convs + dense
-    _check_against_ort(first, a)
+    matches_ort(first, a)
     records = _records(tmp_path / "db")
     assert len(records) == 3
     for record in records.values():
@@ -68,16 +50,16 @@ def test_each_workload_is_tuned_once_and_shared_by_later_candidates(tmp_path, mo
     assert again.timings["tuning_tuned"] == 0 and again.timings["tuning_reused"] == 3
     other = evaluate(Candidate.from_onnx(b, hw), _tuned())
     assert other.timings["tuning_reused"] == 1 and other.timings["tuning_tuned"] == 2
-    _check_against_ort(other, b)
+    matches_ort(other, b)
 
 
-def test_the_stored_knobs_are_the_ones_the_module_is_scheduled_with(tmp_path, monkeypatch):
+def test_the_stored_knobs_are_the_ones_the_module_is_scheduled_with(tmp_path, monkeypatch, tuning_onnx):
     from hwnas.passes.tile_conv2d import CpuScheduleConfig
     from hwnas.pipeline import lower
     from hwnas.pipeline.evaluate import apply_passes
 
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
-    path = export_onnx(_net(8), (1, 3, 10, 10), tmp_path / "a.onnx")
+    path = tuning_onnx(8)
     cpu = _tuned(trials=6)
     hw = cpu.hardware_space.validate({"num_threads": 1})
     ev = evaluate(Candidate.from_onnx(path, hw), cpu)
@@ -92,21 +74,23 @@ def test_the_stored_knobs_are_the_ones_the_module_is_scheduled_with(tmp_path, mo
         if record is None:
             continue
         expected = schedule_with(func, CpuScheduleConfig.from_mapping({**hw, **record["knobs"]}))
-        assert tvm_ffi.structural_equal(scheduled[gv.name_hint].without_attr(SCHEDULED_ATTR), expected, map_free_vars=True)
+        got = scheduled[gv.name_hint].without_attr(SCHEDULED_ATTR)
+        assert tvm_ffi.structural_equal(got, expected, map_free_vars=True)
         checked += 1
     assert checked == 3
 
 
-def test_a_budget_tunes_the_largest_workload_first_and_the_rest_keep_the_knobs(tmp_path, monkeypatch):
+def test_a_budget_tunes_the_largest_workload_first_and_the_rest_keep_the_knobs(tmp_path, monkeypatch,
+        tuning_onnx, matches_ort):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
-    path = export_onnx(_net(24), (1, 3, 10, 10), tmp_path / "b.onnx")
+    path = tuning_onnx(24)
     ev = evaluate(Candidate.from_onnx(path, {"num_threads": 1}), _tuned(budget_s=1e-3))
     assert (ev.timings["tuning_tuned"], ev.timings["tuning_untuned"]) == (1, 2)
     by_pass = {gv.name_hint: f.attrs.get(SCHEDULED_ATTR) for gv, f in ev.built.module.functions_items()
                if f.attrs is not None and SCHEDULED_ATTR in f.attrs}
     assert [n for n, p in by_pass.items() if p == "TunedKnobs"] == ["fused_conv2d_add_relu"]  # 43200 MACs
     assert sorted(p for p in by_pass.values() if p in ("TileConv2d", "TileDense")) == ["TileConv2d", "TileDense"]
-    _check_against_ort(ev, path)
+    matches_ort(ev, path)
 
 
 def test_cpu_tuned_takes_the_schedule_knobs_out_of_the_searched_space():
