@@ -208,20 +208,10 @@ class CpuTarget(QuantizedDeployment, Target):
             from hwnas.passes.tuned_knobs import SCHEDULE_KNOBS, TunedKnobs
 
             space = self.knob_space
-            threads = int(hw["num_threads"])
-            sized = []
-
-            def timed_alone(func, tgt) -> float:
-                from hwnas.passes.tuned_knobs import measure_alone
-
-                if not sized:  # the thread pool is sized once, before the first kernel is timed
-                    measure.set_num_threads(threads)
-                    sized.append(threads)
-                return measure_alone(func, tgt)
-
+            measure.set_num_threads(int(hw["num_threads"]))  # the kernels are timed with the build's threads
             self.last_tuning = TunedKnobs(
                 self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, hw,
-                {k: space.params[k].values for k in SCHEDULE_KNOBS}, valid=space.is_valid, measure=timed_alone,
+                {k: space.params[k].values for k in SCHEDULE_KNOBS}, valid=space.is_valid,
                 **common)
         else:
             from hwnas.passes.tuned_schedules import TunedSchedules
