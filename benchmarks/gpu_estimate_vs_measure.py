@@ -35,9 +35,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: substrings of ``tvm.cuda(0).device_name`` -> device table entry
-NAMES = (("H200", "h200"), ("H100", "h100"), ("A100", "a100"), ("4090", "rtx4090"), ("Orin", "orin"),
-         ("1080 Ti", "1080ti"), ("TITAN Xp", "titanxp"))
 MAX_REDRAWS = 20
 #: the workers only compile; spawned, not forked, so that none inherits this process's CUDA context
 SPAWN = multiprocessing.get_context("spawn")
@@ -122,13 +119,13 @@ def main() -> int:
               "(NVRTC) or nvcc on PATH; neither is here", file=sys.stderr)
         return 2
     name = str(dev.device_name)
-    device = args.device or next((d for key, d in NAMES if key in name), None)
+    from hwnas.targets.gpu_devices import DEVICES, device_named
+
+    device = args.device or device_named(name)
     if device is None:
         print(f"gpu_estimate_vs_measure: {name!r} is not in the device table; pass --device", file=sys.stderr)
         return 2
     print(f"device: {name} (compute {dev.compute_version}), estimated as gpu:{device}; CUDA compiled by {mode}")
-    from hwnas.targets.gpu_devices import DEVICES
-
     table = DEVICES[device]
     print(f"  reported: {dev.multi_processor_count} SMs, {dev.max_clock_rate / 1000:.0f} MHz, "
           f"{dev.max_shared_memory_per_block} B shared/block, {dev.max_threads_per_block} threads/block; "

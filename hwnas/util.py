@@ -57,7 +57,8 @@ def keyword_options(cls: type) -> list[str]:
 
 def error_line(exc: BaseException, *, with_type: bool = False) -> str:
     """One line for an exception from a library: TVM puts its message last, after a backtrace."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    # NUL bytes come through from native messages (NVRTC's log): they are no text
+    lines = [ln.strip() for ln in str(exc).replace("\0", "").strip().splitlines() if ln.strip()]
     text = lines[-1] if lines else ""
     if with_type or not text:
         return f"{type(exc).__name__}: {text}".rstrip(": ")

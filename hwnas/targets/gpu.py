@@ -15,11 +15,16 @@ compiles the kernels here for the device's architecture, and its ``ptxas
 
 Cost: ``measure`` runs the module on ``tvm.cuda(0)`` and needs a CUDA device;
 ``analytical`` (:mod:`hwnas.targets.gpu_cost`) is a roofline estimate with
-occupancy, and the default when no device is present. The library it emits
-holds the CUDA source, which the stock TVM runtime compiles when it loads
-the library on a CUDA machine (NVRTC through ``cuda-bindings``, or nvcc with
-``TVM_CUDA_COMPILE_MODE=nvcc``); the nvcc-compiled kernels are written
-beside it (``kernels.fatbin``) with the source (``kernels.cu``).
+occupancy, and the default when no device is present.
+
+Artifact: built where TVM's CUDA runtime is loaded (a GPU machine), the
+library holds the kernels compiled for the device's architecture. Built
+elsewhere, or for an architecture the local CUDA compiler lacks (CUDA 13 has
+no Pascal), it holds the CUDA source, which the stock TVM runtime compiles
+when it loads the library on a CUDA machine (NVRTC through ``cuda-bindings``,
+or nvcc with ``TVM_CUDA_COMPILE_MODE=nvcc``). The manifest says which. The
+nvcc-compiled kernels are written beside it (``kernels.fatbin``) with the
+source (``kernels.cu``).
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, Pow2Param
 from hwnas.targets import analysis, measure
 from hwnas.targets.base import Built, Target
-from hwnas.targets.gpu_devices import DEVICES, get_device
+from hwnas.targets.gpu_devices import DEVICES, device_named, get_device
 from hwnas.util import error_line, filtered_native_stderr
 
 log = logging.getLogger(__name__)
+#: TVM's switch that keeps CUDA source in the built library even when a CUDA runtime is loaded
+FORCE_SOURCE = "TVM_COMPILE_FORCE_FALLBACK"
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,6 +58,14 @@ def cuda_present() -> bool:
         return bool(tvm.cuda(0).exist)
     except Exception:  # no CUDA runtime at all
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def present_gpu() -> str:
+    """The model name the driver reports for ``tvm.cuda(0)`` ("" without a device)."""
+    import tvm
+
+    return str(tvm.cuda(0).device_name) if cuda_present() else ""
 
 
 def cuda_compile_mode() -> str | None:
@@ -85,6 +100,11 @@ class GpuBuilt(Built):
     #: the architecture nvcc compiled for (None without nvcc)
     nvcc_arch: str | None = None
     cuda_source: str = ""
+    #: why the library holds CUDA source instead of machine code (None: compiled here, or source only
+    #: because no CUDA runtime is in this process, the usual case without a GPU)
+    jit_failed: str | None = None
+    #: whether the library holds machine code (compiled during the build) rather than CUDA source
+    machine_code: bool = False
     #: the cost method last applied (the manifest says whether latency was measured)
     cost_method: str | None = None
 
@@ -105,15 +125,27 @@ class GpuTarget(Target):
 
     def __init__(self, variant: str | None = None) -> None:
         self.device = get_device(variant)
+        self._warned_other_gpu = False
         super().__init__(variant)
-        if cuda_present():  # the first listed method is the default one (``hwnas targets`` shows it)
+        if self.on_device():  # the first listed method is the default one (``hwnas targets`` shows it)
             self.cost_methods = ("measure", "analytical")
 
+    def on_device(self) -> bool:
+        """Whether this machine's GPU is the target's device (``tvm.cuda(0)`` reports its model)."""
+        return cuda_present() and device_named(present_gpu()) == self.device.name
+
     def cost_method(self, method: str | None) -> str:
-        """``measure`` when a CUDA device is present, else ``analytical``; ``measure`` without one is an error."""
+        """``measure`` on the target's own GPU, else ``analytical``; ``measure`` without a GPU is an error.
+
+        ``measure`` asked for on another GPU model is done, with a warning: the latency is that GPU's.
+        """
         if method is None:
-            return "measure" if cuda_present() else "analytical"
+            return "measure" if self.on_device() else "analytical"
         method = super().cost_method(method)
+        if method == "measure" and cuda_present() and not self.on_device() and not self._warned_other_gpu:
+            self._warned_other_gpu = True
+            log.warning("%s: measuring on this machine's %s, not on a %s", self.spec, present_gpu(),
+                        self.device.title)
         if method == "measure" and not cuda_present():
             raise InvalidConfigError(
                 f"{self.spec}: cost method 'measure' needs a CUDA device and this machine has none; "
@@ -172,7 +204,6 @@ class GpuTarget(Target):
         return [GpuTileConv2d(hw), GpuTileDense(hw), GpuDefaultSchedule()]
 
     def build(self, mod, hw: dict[str, Any]) -> GpuBuilt:
-        from hwnas.pipeline.lower import compile_module
         from hwnas.targets import gpu_kernels
 
         tgt = self.tvm_target(hw)
@@ -180,19 +211,49 @@ class GpuTarget(Target):
         gpu_kernels.check_limits(launches, device=self.spec,
                                  max_threads_per_block=self.device.max_threads_per_block,
                                  max_shared_memory_per_block=self.device.smem_per_block_kb * 1024)
-        try:
-            with tgt:
-                ex = compile_module(mod, tgt)
-        except Exception as exc:  # TVM's errors are not typed usefully
-            raise CompileError(f"compiling for {self.spec} failed: {error_line(exc)}") from None
+        ex, jit_failed = self._compile(mod, tgt)
         source = gpu_kernels.cuda_source(ex)
+        machine_code = jit_failed is None and gpu_kernels.cuda_runtime_loaded()
         arch = gpu_kernels.nvcc_arch_for(self.device.arch)
         ptxas = gpu_kernels.ptxas_info(source, arch) if arch is not None else {}
         if arch is None:
             log.info("%s: no nvcc for %s here; registers are assumed", self.spec, self.device.arch)
         inputs, outputs = analysis.io_signature(mod)
         return GpuBuilt(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs,
-                        launches=launches, ptxas=ptxas, nvcc_arch=arch, cuda_source=source)
+                        launches=launches, ptxas=ptxas, nvcc_arch=arch, cuda_source=source, jit_failed=jit_failed,
+                        machine_code=machine_code)
+
+    def _compile(self, mod, tgt):
+        """(executable, None), or (executable holding CUDA source, why) when this machine cannot compile the kernels.
+
+        With a CUDA runtime in the process, TVM compiles the kernels for the
+        device's architecture during the build (NVRTC or nvcc); without one the
+        library carries the source, compiled where it is loaded. A local
+        compiler that lacks the architecture (CUDA 13 has no Pascal, sm_61)
+        fails that step: the build is then redone carrying the source, like a
+        build on a machine without a GPU.
+        """
+        from hwnas.pipeline.lower import compile_module
+        from hwnas.targets import gpu_kernels
+
+        try:
+            with tgt:
+                return compile_module(mod, tgt), None
+        except Exception as exc:  # TVM's errors are not typed usefully
+            first = error_line(exc, with_type=True)
+        if os.environ.get(FORCE_SOURCE) not in (None, "", "0") or not gpu_kernels.cuda_runtime_loaded():
+            raise CompileError(f"compiling for {self.spec} failed: {first}")
+        os.environ[FORCE_SOURCE] = "1"
+        try:
+            with tgt:
+                ex = compile_module(mod, tgt)
+        except Exception as exc:
+            raise CompileError(f"compiling for {self.spec} failed: {error_line(exc)}") from None
+        finally:
+            del os.environ[FORCE_SOURCE]
+        why = f"this machine's CUDA compiler could not compile for {self.device.arch}: {first}"
+        log.warning("%s: %s; the library carries the CUDA source", self.spec, why)
+        return ex, why
 
     def estimate(self, built: GpuBuilt):
         """(latency ms, per-kernel :class:`~hwnas.targets.gpu_cost.KernelEstimate` rows) of ``built``."""
@@ -209,6 +270,8 @@ class GpuTarget(Target):
         if method == "measure":
             import tvm
 
+            if built.jit_failed:
+                raise InvalidConfigError(f"{self.spec}: cannot measure here: {built.jit_failed}")
             if cuda_compile_mode() is None:
                 raise InvalidConfigError(
                     f"{self.spec}: the TVM runtime compiles CUDA when it loads a module and needs the "
@@ -245,6 +308,8 @@ class GpuTarget(Target):
             "arch": self.device.arch,
             "latency": "measured on a CUDA device" if measured else "analytical estimate (no CUDA device was used)",
             "verified_run": measured,
-            "note": ("the library holds CUDA source that the TVM runtime compiles when it is loaded on a CUDA "
-                     "machine: install cuda-bindings (NVRTC) or set TVM_CUDA_COMPILE_MODE=nvcc with nvcc on PATH"),
+            "note": (f"the library holds the kernels compiled for {self.device.arch}" if built.machine_code else
+                     "the library holds CUDA source that the TVM runtime compiles when it is loaded on a CUDA "
+                     "machine: install cuda-bindings (NVRTC) or set TVM_CUDA_COMPILE_MODE=nvcc with nvcc on PATH"
+                     + (f"; {built.jit_failed}" if built.jit_failed else "")),
         }

@@ -186,3 +186,13 @@ def get_device(name: str | None) -> GpuDevice:
             if name is None else f"unknown GPU {name!r}; devices: {', '.join(DEVICES)}"
         )
     return DEVICES[name]
+
+
+#: substrings of the name the CUDA driver reports (``tvm.cuda(0).device_name``) -> device table entry
+REPORTED_NAMES = (("H200", "h200"), ("H100", "h100"), ("A100", "a100"), ("4090", "rtx4090"), ("Orin", "orin"),
+                  ("1080 Ti", "1080ti"), ("TITAN Xp", "titanxp"))
+
+
+def device_named(reported: str) -> str | None:
+    """The device table entry for the name a driver reports (``"NVIDIA H200"`` -> ``"h200"``), or None."""
+    return next((d for key, d in REPORTED_NAMES if key in reported), None)

@@ -153,6 +153,13 @@ def check_limits(launches, *, device: str, max_threads_per_block: int, max_share
             )
 
 
+def cuda_runtime_loaded() -> bool:
+    """Whether TVM's CUDA runtime is in this process: its builds then compile the kernels instead of carrying source."""
+    import tvm_ffi
+
+    return tvm_ffi.get_global_func("ffi.Module.create.cuda", allow_missing=True) is not None
+
+
 def cuda_source(executable) -> str:
     """The CUDA C source TVM generated for a compiled executable (found among its imported modules)."""
     stack = [executable.mod]

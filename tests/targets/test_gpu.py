@@ -285,6 +285,33 @@ def test_cuda_numerics_match_onnx_runtime(onnx_files, name, hw, tol):
     np.testing.assert_allclose(_run_on_cuda(ev, x), ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.gpu
+def test_a_device_the_local_compiler_lacks_builds_with_source_on_a_gpu_machine(onnx_files, tmp_path):
+    # with the CUDA runtime loaded, builds compile their kernels; CUDA 13 cannot compile for Pascal (sm_61)
+    import json
+
+    from hwnas.targets.gpu import cuda_present
+    from hwnas.targets.gpu_kernels import cuda_runtime_loaded, nvcc_archs
+
+    if not cuda_present():
+        pytest.fail("--run-gpu was given but tvm.cuda(0) does not exist")
+    assert cuda_runtime_loaded()
+    on_h100 = evaluate(Candidate.from_onnx(onnx_files["conv"], {}), get_target("gpu:h100"), cost="analytical")
+    assert on_h100.built.machine_code and on_h100.built.jit_failed is None
+    t = get_target("gpu:titanxp")
+    ev = evaluate(Candidate.from_onnx(onnx_files["conv"], {}), t, cost="analytical")
+    if "sm_61" in nvcc_archs():
+        pytest.skip("this CUDA toolkit still compiles sm_61")
+    assert not ev.built.machine_code and "sm_61" in ev.built.jit_failed
+    assert ev.metrics["latency_ms"] > 0
+    with pytest.raises(InvalidConfigError, match="cannot measure here.*sm_61"):
+        t.cost(ev.built, method="measure")
+    t.emit(ev.built, tmp_path)
+    assert "sm_61" in t.runtime_info(ev.built)["note"]
+    assert "__global__" in (tmp_path / "kernels.cu").read_text()
+    json.dumps(t.runtime_info(ev.built))
+
+
 # ---------------------------------------------------------------------------
 # The command line
 # ---------------------------------------------------------------------------
@@ -325,3 +352,12 @@ def test_cli_compiles_an_nb201_cell_for_h100(cli, tmp_path):
     assert manifest["metrics"]["latency_ms"] > 0 and "latency_ms" in out
     assert "cost method:  analytical" in out or "cost method:  measure" in out
     assert (tmp_path / "b" / "model.so").stat().st_size > 0
+
+
+def test_the_driver_s_gpu_names_map_to_the_device_table():
+    from hwnas.targets.gpu_devices import device_named
+
+    assert device_named("NVIDIA H200") == "h200"
+    assert device_named("NVIDIA H100 80GB HBM3") == "h100"
+    assert device_named("NVIDIA GeForce GTX 1080 Ti") == "1080ti"
+    assert device_named("Tesla V100-SXM2-16GB") is None
