@@ -6,9 +6,11 @@ For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
    the network is built with ``cpu:tuned`` (the schedule knobs of each conv
    and dense workload chosen by timing ``--trials`` configs of it, see
    :mod:`hwnas.passes.tuned_knobs`) for each layout of the CPU's HSS in turn
-   (NCHWc with packs 16, 8, 4 and NCHW; one fresh tuning database per network,
-   so a workload two layouts share is tuned once and the tuning time is the
-   real cost), and the fastest whole network is kept;
+   (NCHWc with packs 16, 8, 4, each with its 3x3 convs direct or by Winograd
+   (``conv_algo``), and NCHW; one fresh tuning database per network, so a
+   workload two layouts share is tuned once and the tuning time is the real
+   cost), and the fastest whole network is kept. A Winograd layout that
+   changes no conv of the network is not kept as a separate choice;
 2. checks every artifact's output against ONNX Runtime (1e-4);
 3. times ONNX Runtime, torch eager and the artifacts in 3 rounds: in each
    round every runtime takes a third of its ``--repeats`` samples in a row
@@ -88,9 +90,25 @@ def genome_for(name: str, space) -> list[int]:
 #: seconds of the budget kept for timing the tuned layouts again (``choose``)
 CHOOSE_S = 60
 
-#: the network-wide layouts tried, most promising first (the CPU's ``layout`` x ``pack`` knobs)
-LAYOUTS = ({"layout": "NCHWc", "pack": 16}, {"layout": "NCHWc", "pack": 8}, {"layout": "NCHW"},
-           {"layout": "NCHWc", "pack": 4})
+#: the network-wide layouts tried, most promising first (the CPU's ``layout`` x ``pack`` x ``conv_algo`` knobs)
+LAYOUTS = tuple({"layout": "NCHWc", "pack": pack, "conv_algo": algo} for pack in (16, 8)
+                for algo in ("winograd", "direct")) + (
+    {"layout": "NCHW", "conv_algo": "direct"}, {"layout": "NCHWc", "pack": 4, "conv_algo": "winograd"},
+    {"layout": "NCHWc", "pack": 4, "conv_algo": "direct"})
+#: the knobs a tuning outcome keeps (the rest are cpu:tuned's per workload)
+KEPT = ("layout", "pack", "conv_algo", "num_threads")
+
+
+def label(hw: dict) -> str:
+    """``NCHWc16``, ``NCHWc16 winograd``, ``NCHW``."""
+    text = hw["layout"] + (str(hw["pack"]) if hw["layout"] == "NCHWc" else "")
+    return text + (" winograd" if hw.get("conv_algo") == "winograd" else "")
+
+
+def uses_winograd(built) -> bool:
+    from hwnas.passes.winograd import CONV2D_NCHWC_WINOGRAD
+
+    return any(CONV2D_NCHWC_WINOGRAD in gv.name_hint for gv, _ in built.module.functions_items())
 
 
 def block_of(fn):
@@ -170,17 +188,21 @@ def tune(name: str, space, genome, threads: dict, budget_s: float, workdir: str,
     database = tempfile.mkdtemp(prefix=f"tuning-{name}-", dir=state or workdir)
     os.environ["HWNAS_TUNING_DB"] = database
     t0 = time.perf_counter()
-    tuned, tried = 0, []
+    tuned, tried, built = 0, [], 0
     for layout in LAYOUTS:
         elapsed = time.perf_counter() - t0
-        if tried and elapsed + elapsed / len(tried) > budget_s - CHOOSE_S:
+        if built and elapsed + elapsed / built > budget_s - CHOOSE_S:
             break  # the next layout would not fit (at the mean time of those so far; later ones reuse workloads)
         target = float_cpu("cpu:tuned")
         target.tune_trials, target.tune_budget_s, target.repeats = args.trials, budget_s - CHOOSE_S - elapsed, 10
         ev = evaluate(Candidate.from_space(space, genome, {**layout, **threads}), target, workdir=workdir)
-        tried.append(ev)
         tuned += int(ev.timings.get("tuning_tuned", 0))
-        print(f"{name}: {layout}: {ev.metrics['latency_ms']:.3f} ms ({int(ev.timings.get('tuning_tuned', 0))} "
+        built += 1
+        if layout["conv_algo"] == "winograd" and not uses_winograd(ev.built):
+            print(f"{name}: {label(layout)}: no conv takes Winograd; the direct layout stands for it", file=sys.stderr)
+            continue
+        tried.append(ev)
+        print(f"{name}: {label(layout)}: {ev.metrics['latency_ms']:.3f} ms ({int(ev.timings.get('tuning_tuned', 0))} "
               f"workloads tuned, {int(ev.timings.get('tuning_reused', 0))} reused, "
               f"{int(ev.timings.get('tuning_untuned', 0))} left to the knobs)", file=sys.stderr)
     # one measurement right after minutes of tuning can be off (a busy neighbour, a slow phase of the VM):
@@ -189,7 +211,7 @@ def tune(name: str, space, genome, threads: dict, budget_s: float, workdir: str,
     untuned = int(best.timings.get("tuning_untuned", 0))
     info = {"tune_s": time.perf_counter() - t0, "layouts": len(tried), "tuned": tuned, "untuned": untuned,
             "budget_s": budget_s}
-    best_hw = {k: best.hw[k] for k in ("layout", "pack", "num_threads")}
+    best_hw = {k: best.hw[k] for k in KEPT}
     print(f"{name}: {len(tried)} layouts, {tuned} workloads tuned in {info['tune_s']:.0f} s, best {best_hw}",
           file=sys.stderr)
     if saved:
@@ -212,8 +234,7 @@ def choose(name: str, tried: list, space, genome, workdir: str, database: str):
             medians[i].append(measure.measure_vm(executable, arrays, repeats=10).median_ms)
     best = min(range(len(tried)), key=lambda i: statistics.median(medians[i]))
     print(f"{name}: timed again in {ROUNDS} rounds: " + ", ".join(
-        f"{ev.hw['layout']}{ev.hw['pack'] if ev.hw['layout'] == 'NCHWc' else ''} "
-        f"{statistics.median(m):.3f} ms" for ev, m in zip(tried, medians)), file=sys.stderr)
+        f"{label(ev.hw)} {statistics.median(m):.3f} ms" for ev, m in zip(tried, medians)), file=sys.stderr)
     return tried[best]
 
 
@@ -285,7 +306,7 @@ def main() -> int:
     print(" | ".join(header))
     print(" | ".join("-" * len(h) for h in header))
     for name, ms, hw, info, err in rows:
-        layout = hw["layout"] + (str(hw["pack"]) if hw["layout"] == "NCHWc" else "")
+        layout = label(hw)
         tuning = (f"{info['tune_s']:.0f} ({info['layouts']} layouts, {info['tuned']} workloads"
                   + (f", {info['untuned']} left" if info["untuned"] else "") + ")")
         print(f"{name} | {ms['ort']:.3f} | {ms['torch']:.3f} | {ms['default']:.3f} | {ms['tuned']:.3f} | "

@@ -46,7 +46,7 @@ def cpu_graph_passes(config: Mapping[str, Any]) -> list[tvm.transform.Pass]:
     if cfg.layout != "NCHWc":
         return []
     return [
-        ConvertLayoutNCHWc(cfg.pack),
+        ConvertLayoutNCHWc(cfg.pack, winograd=cfg.conv_algo == "winograd"),
         relax.transform.FoldConstant(),
         relax.transform.EliminateCommonSubexpr(),
     ]

@@ -54,6 +54,7 @@ from tvm.ir.expr import TensorLoad
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from hwnas.errors import InvalidConfigError
+from hwnas.passes import winograd
 
 log = logging.getLogger(__name__)
 
@@ -298,9 +299,10 @@ class _ClipToRelaxOps(PyExprMutator):
 class _PackedConvToTIR(PyExprMutator):
     """Replace every packed ``relax.nn.conv2d`` by a ``call_tir`` of :func:`_conv2d_nchwc_compute`."""
 
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, winograd: bool = False) -> None:
         super().__init__(mod)
         self.mod_ = mod
+        self.winograd = winograd
         self.conv2d_op = tvm.ir.Op.get("relax.nn.conv2d")
 
     def transform(self) -> tvm.IRModule:
@@ -332,6 +334,14 @@ class _PackedConvToTIR(PyExprMutator):
         out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None else ""
         if out_dtype in ("", "void", "None"):
             out_dtype = str(data.ty.dtype)
+        if (self.winograd and name == CONV2D_NCHWC
+                and winograd.qualifies(_static_shape(data), _static_shape(weight), attrs.strides, attrs.padding,
+                                       attrs.dilation, out_dtype)):
+            # the weights' transform is a call on constants: FoldConstant computes it at build time
+            u = self.builder_.emit(self.builder_.call_te(winograd.weight_transform_compute, weight,
+                                                         primfunc_name_hint=winograd.WEIGHT_TRANSFORM))
+            return self.builder_.call_te(winograd.conv_compute, data, u, out_dtype=out_dtype,
+                                         primfunc_name_hint=winograd.CONV2D_NCHWC_WINOGRAD)
         return self.builder_.call_te(
             compute,
             data,
@@ -360,10 +370,11 @@ class ConvertLayoutNCHWc:
         an AVX2 register of float32, 16 an AVX-512 one.
     """
 
-    def __init__(self, pack: int) -> None:
+    def __init__(self, pack: int, winograd: bool = False) -> None:
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 2:
             raise InvalidConfigError(f"ConvertLayoutNCHWc: pack must be an int >= 2, got {pack!r}")
         self.pack = pack
+        self.winograd = winograd
 
     def block_of(self, channels: int) -> int | None:
         """The channel block of a tensor with ``channels`` channels: the largest of ``pack``, ``pack/2``,
@@ -446,5 +457,5 @@ class ConvertLayoutNCHWc:
             log.info(
                 "ConvertLayoutNCHWc: TVM could pack only %d of %d convs", len(chosen), len(candidates)
             )
-        converted = _PackedConvToTIR(converted).transform()
+        converted = _PackedConvToTIR(converted, self.winograd).transform()
         return relax.transform.DeadCodeElimination()(converted)

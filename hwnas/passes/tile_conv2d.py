@@ -101,6 +101,10 @@ CONV_BLOCKS: dict[str, str] = {
 MIN_PARALLEL_ELEMENTS = 4096
 
 
+#: How packed 3x3 stride-1 convs are computed (:mod:`hwnas.passes.winograd`).
+CONV_ALGOS = ("direct", "winograd")
+
+
 @dataclass(frozen=True)
 class CpuScheduleConfig:
     """The CPU hardware configuration as the schedule passes read it.
@@ -139,6 +143,10 @@ class CpuScheduleConfig:
         ``pragma_auto_unroll_max_step`` on the outermost loop of a scheduled
         kernel (with ``pragma_unroll_explicit``): loop nests of at most this
         many steps are unrolled in TIR; 0 unrolls nothing.
+    conv_algo:
+        ``"winograd"``: packed float32 3x3 convs with stride 1 and padding 1
+        are computed by Winograd F(2x2, 3x3) (:mod:`hwnas.passes.winograd`,
+        NCHWc only); ``"direct"``: every conv by its direct loops.
     num_threads:
         Threads the target runs with. Only :class:`ScheduleInjective` reads it
         (parallel glue loops only when it is above 1); the runtime's thread
@@ -160,12 +168,15 @@ class CpuScheduleConfig:
     vector_width: int = 8
     unroll: int = 64
     num_threads: int = 1
+    conv_algo: str = "direct"
 
     def __post_init__(self) -> None:
         if self.layout not in ("NCHW", "NCHWc"):
             raise InvalidConfigError(f"layout must be 'NCHW' or 'NCHWc', got {self.layout!r}")
         if self.loop_order not in LOOP_ORDERS:
             raise InvalidConfigError(f"loop_order must be one of {LOOP_ORDERS}, got {self.loop_order!r}")
+        if self.conv_algo not in CONV_ALGOS:
+            raise InvalidConfigError(f"conv_algo must be one of {CONV_ALGOS}, got {self.conv_algo!r}")
         if self.parallel not in PARALLEL_AXES:
             raise InvalidConfigError(f"parallel must be one of {PARALLEL_AXES}, got {self.parallel!r}")
         for name in ("pack", "tile_oc", "tile_oh", "tile_ow", "tile_rc", "vector_width", "num_threads"):
@@ -527,4 +538,8 @@ class TileConv2d:
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         """Return a copy of ``mod`` with its conv PrimFuncs scheduled."""
-        return schedule_prim_funcs(mod, "TileConv2d", lambda sch: schedule_conv2d(sch, self.config))
+        from hwnas.passes.winograd import schedule_winograd
+
+        cfg = self.config
+        return schedule_prim_funcs(mod, "TileConv2d",
+                                   lambda sch: schedule_winograd(sch, cfg.vector_width) or schedule_conv2d(sch, cfg))

@@ -106,6 +106,7 @@ class CpuTarget(QuantizedDeployment, Target):
         """The CPU's knobs with every value allowed (``cpu:tuned`` draws its per-workload configs from it)."""
         from hwnas.hss.quant import FLOAT, quantization_params
         from hwnas.passes import LOOP_ORDERS, PARALLEL_AXES
+        from hwnas.passes.tile_conv2d import CONV_ALGOS
 
         return HardwareSpace(
             name="cpu",
@@ -124,10 +125,14 @@ class CpuTarget(QuantizedDeployment, Target):
                     (1, 4, 8, 16), default_value=native_lanes(), doc="lanes of the vectorized inner loop (1: off)"
                 ),
                 "unroll": ChoiceParam((0, 16, 64, 256), default_value=64, doc="max auto-unroll step of inner loops"),
+                "conv_algo": ChoiceParam(CONV_ALGOS, doc="3x3 stride-1 convs in NCHWc: direct loops or Winograd "
+                                         "F(2x2,3x3)"),
                 "num_threads": IntParam(1, self.cores, default_value=self.cores, doc="runtime threads"),
                 **quantization_params(weight_bits=(FLOAT, 8, 6, 4, 2), activation_bits=(FLOAT, 8, 16)),
             },
             constraints=(
+                Constraint("conv_algo 'winograd' needs layout 'NCHWc'",
+                           lambda c: c["conv_algo"] == "direct" or c["layout"] == "NCHWc"),
                 Constraint(
                     "vector_width must not exceed the vectorized tile (tile_oc or tile_ow)",
                     lambda c: c["vector_width"] <= max(c["tile_oc"], c["tile_ow"]),
