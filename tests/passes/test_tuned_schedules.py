@@ -8,6 +8,7 @@ from hwnas.pipeline.evaluate import Candidate, evaluate
 from hwnas.targets import get_target
 
 
+@pytest.mark.slow  # ~110 s of MetaSchedule tuning; cpu:tuned's tests cover the same sharing by default
 def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkeypatch, tuning_onnx, matches_ort):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     a = tuning_onnx(8)
@@ -34,7 +35,7 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     assert "tuning_tuned" not in off.timings  # plain cpu: the knobs' schedules, no tuning
 
 
-@pytest.mark.slow  # ~30 s of MetaSchedule tuning
+# ~30 s of MetaSchedule tuning: the default run's one MetaSchedule test
 def test_a_tuning_budget_tunes_the_largest_workloads_first(tmp_path, monkeypatch, tuning_onnx, matches_ort):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     path = tuning_onnx(24)

@@ -10,7 +10,7 @@ from hwnas.pipeline.search import LADDER_TOLERANCE, Search, SearchConfig
 
 def test_ladder_reprices_every_front_point_and_reports_disagreements(tmp_path):
     cfg = SearchConfig(targets=("cpu",), space="nb201", objectives=("accuracy", "latency_ms"), accuracy="proxy",
-                       accuracy_options={"kind": "synflow"}, cost="lut", ladder="measure", budget=6, pop_size=3,
+                       accuracy_options={"kind": "synflow"}, cost="lut", ladder="measure", budget=4, pop_size=2,
                        workers=0, repeats=3, surrogate="none")
     search = Search(cfg, tmp_path / "run")
     front = search.run()
