@@ -145,13 +145,9 @@ def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
     return te.compute((n, o_blocks, height, width, o_pack), y_value, name=BLOCK_Y)
 
 
-def _largest_divisor(extent: int, at_most: int) -> int:
-    return next(d for d in range(max(1, min(extent, at_most)), 0, -1) if extent % d == 0)
-
-
 def schedule_winograd(sch: s_tir.Schedule, vector_width: int) -> bool:
     """Schedule a (fused) Winograd conv function in ``sch``; False if it is not one."""
-    from hwnas.passes.tile_conv2d import root_blocks, vectorize_inner
+    from hwnas.passes.tile_conv2d import divisor_tile, root_blocks, vectorize_inner
 
     names = [sch.get(b).name_hint for b in root_blocks(sch)]
     if BLOCK_M not in names or BLOCK_Y not in names or "data_pad" not in names:
@@ -172,8 +168,8 @@ def schedule_winograd(sch: s_tir.Schedule, vector_width: int) -> bool:
     ob, t, pos, oi, rc = sch.get_loops(m)
     o_blocks, tiles, channels = (sch.get(x).extent.value for x in (ob, t, rc))
     ob_tile = 2 if o_blocks % 2 == 0 else 1
-    t_tile = _largest_divisor(tiles, ACCUMULATORS // ob_tile)
-    rc_tile = _largest_divisor(channels, 32)
+    t_tile = divisor_tile(tiles, ACCUMULATORS // ob_tile)
+    rc_tile = divisor_tile(channels, 32)
     ob_o, ob_i = sch.split(ob, [None, ob_tile])
     t_o, t_i = sch.split(t, [None, t_tile])
     rc_o, rc_i = sch.split(rc, [None, rc_tile])

@@ -241,7 +241,8 @@ class GpuTarget(Target):
                 return compile_module(mod, tgt), None
         except Exception as exc:  # TVM's errors are not typed usefully
             first = error_line(exc, with_type=True)
-        if os.environ.get(FORCE_SOURCE) not in (None, "", "0") or not gpu_kernels.cuda_runtime_loaded():
+        user_value = os.environ.get(FORCE_SOURCE)
+        if user_value not in (None, "", "0") or not gpu_kernels.cuda_runtime_loaded():
             raise CompileError(f"compiling for {self.spec} failed: {first}")
         os.environ[FORCE_SOURCE] = "1"
         try:
@@ -249,8 +250,11 @@ class GpuTarget(Target):
                 ex = compile_module(mod, tgt)
         except Exception as exc:
             raise CompileError(f"compiling for {self.spec} failed: {error_line(exc)}") from None
-        finally:
-            del os.environ[FORCE_SOURCE]
+        finally:  # the user's own setting, if any, is kept
+            if user_value is None:
+                del os.environ[FORCE_SOURCE]
+            else:
+                os.environ[FORCE_SOURCE] = user_value
         why = f"this machine's CUDA compiler could not compile for {self.device.arch}: {first}"
         log.warning("%s: %s; the library carries the CUDA source", self.spec, why)
         return ex, why
