@@ -368,6 +368,10 @@ class ConvertLayoutNCHWc:
         in NCHW. A larger ``pack`` gives wider contiguous vectors along output
         channels (the natural SIMD axis of the packed layout); ``pack`` 8 fills
         an AVX2 register of float32, 16 an AVX-512 one.
+    winograd:
+        Packed 3x3 convs that qualify (:func:`hwnas.passes.winograd.qualifies`)
+        become a ``conv2d_NCHWc_winograd`` call on weights transformed by a
+        ``winograd_weight_transform`` call (folded by ``FoldConstant``).
     """
 
     def __init__(self, pack: int, winograd: bool = False) -> None:
