@@ -1,7 +1,7 @@
 """ConvertLayoutNCHWc: rewrite regular 2D convolutions to the packed NCHW{pack}c layout.
 
 A Relax-level pass, run on the imported module *before* legalization and
-fusion. It does three things, in order:
+fusion. It does four things, in order:
 
 1. Clip bounds that the ONNX importer emits as ``call_tir`` to a
    ``maximum``/``minimum`` PrimFunc with a scalar bound (ReLU6, Clip) are
@@ -9,7 +9,12 @@ fusion. It does three things, in order:
    layout-agnostic broadcast ops that TVM's ``ConvertLayout`` can carry the
    packed layout through, so a conv -> bias -> ReLU6 -> conv chain does not
    bounce back to NCHW in the middle.
-2. TVM's ``ConvertLayout`` with a per-call choice. Each tensor of C channels
+2. Conv outputs whose channel count ``pack`` does not divide are padded with
+   zero channels up to a multiple of it where that adds at most an eighth of
+   their work (:mod:`hwnas.passes.pad_channels`; ``pad=False`` turns it off):
+   FBNet's 72, 184 and 552 channels become 80, 192 and 560, which run in
+   full ``pack``-lane blocks instead of ``pack/2``.
+3. TVM's ``ConvertLayout`` with a per-call choice. Each tensor of C channels
    gets the channel block ``b(C)``: the largest of ``pack``, ``pack/2`` and
    ``pack/4`` (at least 4) that divides C, so a 24-channel tensor is NCHW8c
    and a 144-channel one NCHW16c under ``pack`` 16 (no layout transform
@@ -29,7 +34,7 @@ fusion. It does three things, in order:
    ``OIHW{b(O)}o``): its output is packed without a layout transform. Where
    TVM's layout inference fails with every qualifying conv packed, the convs
    are packed greedily, one at a time, keeping those that still convert.
-3. TVM 0.27's legalization of ``relax.nn.conv2d`` refuses sub-indexed layouts,
+4. TVM 0.27's legalization of ``relax.nn.conv2d`` refuses sub-indexed layouts,
    so every packed convolution is replaced here by a ``call_tir`` to our own
    TE compute (PrimFunc ``conv2d_NCHWc``; blocks ``data_pad`` when it pads and
    ``conv2d_NCHWc``; for depthwise ones ``depthwise_conv2d_NCHWc``; for
@@ -55,6 +60,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes import winograd
+from hwnas.passes.pad_channels import pad_channels
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +378,18 @@ class ConvertLayoutNCHWc:
         Packed 3x3 convs that qualify (:func:`hwnas.passes.winograd.qualifies`)
         become a ``conv2d_NCHWc_winograd`` call on weights transformed by a
         ``winograd_weight_transform`` call (folded by ``FoldConstant``).
+    pad:
+        Pad conv outputs with zero channels up to a multiple of ``pack`` where
+        that adds little work (:mod:`hwnas.passes.pad_channels`), so their
+        kernels run with ``pack`` lanes instead of ``pack/2``.
     """
 
-    def __init__(self, pack: int, winograd: bool = False) -> None:
+    def __init__(self, pack: int, winograd: bool = False, pad: bool = True) -> None:
         if isinstance(pack, bool) or not isinstance(pack, int) or pack < 2:
             raise InvalidConfigError(f"ConvertLayoutNCHWc: pack must be an int >= 2, got {pack!r}")
         self.pack = pack
         self.winograd = winograd
+        self.pad = pad
 
     def block_of(self, channels: int) -> int | None:
         """The channel block of a tensor with ``channels`` channels: the largest of ``pack``, ``pack/2``,
@@ -440,6 +451,8 @@ class ConvertLayoutNCHWc:
         stays in NCHW.
         """
         mod = _ClipToRelaxOps(mod).transform()
+        if self.pad:
+            mod = pad_channels(mod, self.pack)
         candidates: list[relax.Call] = []
 
         def collect(expr: relax.Expr) -> None:

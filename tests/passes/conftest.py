@@ -87,6 +87,19 @@ class _ChannelMean(nn.Module):
         return self.c(z)
 
 
+class _OddChannels(nn.Module):
+    """36 channels (padded to 40 under pack 8) through convs, a residual add, ReLU, sigmoid and a mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(8, 36, 3, padding=1)
+        self.b = nn.Conv2d(36, 36, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        return torch.sigmoid(y + self.b(y)).mean((2, 3))
+
+
 class _Batched(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -139,6 +152,10 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "batched": (lambda: _Batched(), (1, 5, 12)),
     # pooling, concat, elementwise, global mean
     "glue": (_Glue, (1, 3, 32, 32)),
+    # an inverted residual expanding 24 -> 72 channels (padded to 80 under pack 16)
+    "expand72": (lambda: _InvertedResidual(24, 3), (1, 24, 8, 8)),
+    # 36 channels (padded to 40 under pack 8) into a residual add and a global mean
+    "odd_channels": (_OddChannels, (1, 8, 6, 6)),
     # a graph TVM's ConvertLayout cannot convert with every conv packed
     "channel_mean": (_ChannelMean, (1, 8, 6, 6)),
 }

@@ -11,6 +11,7 @@ from tvm.ir.expr import GenericConst
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes import ConvertLayoutNCHWc, cpu_graph_passes
+from hwnas.passes.pad_channels import padded_channels
 from hwnas.pipeline.lower import prim_funcs
 
 
@@ -115,6 +116,33 @@ def test_each_tensor_takes_the_largest_block_that_divides_its_channels(pipeline,
     out_block = int(first.ty.shape.values[-1])
     assert (data_block, out_block) == blocks
     pipeline.check_numerics(net, config(layout="NCHWc", pack=pack))
+
+
+@pytest.mark.parametrize(("channels", "multiple", "padded"),
+                         [(72, 16, 80), (184, 16, 192), (552, 16, 560), (24, 16, 24), (20, 8, 20), (36, 8, 40),
+                          (64, 16, 64)])
+def test_channels_are_padded_only_where_it_adds_little(channels, multiple, padded):
+    assert padded_channels(channels, multiple) == padded
+
+
+def _conv_outputs(mod) -> list[list[int]]:
+    convs = _tir_calls(mod, "conv2d_NCHWc") + _tir_calls(mod, "depthwise_conv2d_NCHWc")
+    return [[int(d) for d in c.ty.shape.values] for c in convs]
+
+
+def test_padded_channels_run_in_full_blocks(pipeline, config):
+    # 24 -> 72 -> 24 under pack 16: the 72 expanded channels become 80 (NCHW16c) through the
+    # depthwise into the projection; 24 (32 would add a third) stays NCHW8c
+    assert sorted(_conv_outputs(_packed(pipeline, "expand72", 16))) == [
+        [1, 3, 8, 8, 8], [1, 5, 8, 8, 16], [1, 5, 8, 8, 16]]
+    # 36 channels under pack 8: 40 through both convs and the residual add; the mean reads a slice
+    after = _packed(pipeline, "odd_channels", 8)
+    assert _conv_outputs(after) == [[1, 5, 6, 6, 8], [1, 5, 6, 6, 8]]
+    assert len(_op_calls(after, "relax.strided_slice")) == 1
+    unpadded = tvm.transform.Sequential([ConvertLayoutNCHWc(8, pad=False)])(pipeline.relax("odd_channels"))
+    assert _conv_outputs(unpadded) == [[1, 9, 6, 6, 4], [1, 9, 6, 6, 4]]
+    pipeline.check_numerics("expand72", config(layout="NCHWc", pack=16, tile_oc=32, tile_rc=16))
+    pipeline.check_numerics("odd_channels", config(layout="NCHWc", pack=8))
 
 
 def test_a_graph_tvm_cannot_convert_is_packed_greedily(pipeline, caplog):
