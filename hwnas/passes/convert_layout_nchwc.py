@@ -60,7 +60,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes import winograd
-from hwnas.passes.pad_channels import pad_channels
+from hwnas.passes.pad_channels import pad_channels, static_shape
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,6 @@ CONV2D_NCHW_NCHWC = "conv2d_NCHW_NCHWc"
 _PACKED_DATA_LAYOUT = re.compile(r"^NCHW(\d+)c$")
 _PACKED_KERNEL_LAYOUT = re.compile(r"^OIHW(\d+)i(\d+)o$")
 _PACKED_DEPTHWISE_KERNEL_LAYOUT = re.compile(r"^OIHW(\d+)o$")
-
-
-def _static_shape(expr: relax.Expr) -> list[int] | None:
-    """The shape of a tensor expression as ints, or None if it is not static."""
-    sinfo = expr.ty
-    if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-        return None
-    shape = sinfo.shape
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    dims = []
-    for d in shape.values:
-        if not isinstance(d, tirx.IntImm):
-            return None
-        dims.append(int(d.value))
-    return dims
 
 
 def _pad_spatial(data: te.Tensor, pt: int, pl: int, pb: int, pr: int) -> te.Tensor:
@@ -258,8 +242,8 @@ def _scalar_clip_kind(func: tirx.PrimFunc) -> str | None:
 def _is_depthwise(call: relax.Call) -> bool:
     """Whether a conv2d call (NCHW/OIHW, static shapes) is depthwise: one filter per input channel."""
     groups = int(call.attrs.groups)
-    dshape = _static_shape(call.args[0])
-    wshape = _static_shape(call.args[1])
+    dshape = static_shape(call.args[0])
+    wshape = static_shape(call.args[1])
     return (groups > 1 and dshape is not None and wshape is not None and len(wshape) == 4
             and dshape[1] == groups == wshape[0] and wshape[1] == 1)
 
@@ -341,7 +325,7 @@ class _PackedConvToTIR(PyExprMutator):
         if out_dtype in ("", "void", "None"):
             out_dtype = str(data.ty.dtype)
         if (self.winograd and name == CONV2D_NCHWC
-                and winograd.qualifies(_static_shape(data), _static_shape(weight), attrs.strides, attrs.padding,
+                and winograd.qualifies(static_shape(data), static_shape(weight), attrs.strides, attrs.padding,
                                        attrs.dilation, out_dtype)):
             # the weights' transform is a call on constants: FoldConstant computes it at build time
             u = self.builder_.emit(self.builder_.call_te(winograd.weight_transform_compute, weight,
@@ -407,8 +391,8 @@ class ConvertLayoutNCHWc:
         layouts = [str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)]
         if layouts != ["NCHW", "OIHW", "NCHW"]:
             return False
-        dshape = _static_shape(call.args[0])
-        wshape = _static_shape(call.args[1])
+        dshape = static_shape(call.args[0])
+        wshape = static_shape(call.args[1])
         if dshape is None or wshape is None or len(dshape) != 4 or len(wshape) != 4:
             return False
         if int(attrs.groups) != 1:
@@ -417,7 +401,7 @@ class ConvertLayoutNCHWc:
 
     def _layouts(self, call: relax.Call) -> list[str]:
         """The (data, kernel, out) layouts a qualifying conv is converted to."""
-        cin, cout = _static_shape(call.args[0])[1], _static_shape(call.args[1])[0]
+        cin, cout = static_shape(call.args[0])[1], static_shape(call.args[1])[0]
         p, q = self.block_of(cin), self.block_of(cout)
         if _is_depthwise(call):
             return [f"NCHW{q}c", f"OIHW{q}o", f"NCHW{q}c"]

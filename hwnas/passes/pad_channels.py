@@ -57,8 +57,8 @@ def _pad_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.pad(array, widths)
 
 
-def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    """The static shape of a tensor expression, or None."""
+def static_shape(expr: relax.Expr) -> list[int] | None:
+    """The shape of a tensor expression as ints, or None if it is not static."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
         return None
@@ -67,7 +67,7 @@ def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
         if not isinstance(d, tvm.tirx.IntImm):
             return None
         dims.append(int(d.value))
-    return tuple(dims)
+    return dims
 
 
 @mutator
@@ -98,7 +98,7 @@ class _PadChannels(PyExprMutator):
         if [str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout)] != ["NCHW", "OIHW", "NCHW"]:
             return None
         data, weight = call.args
-        dshape = _shape(data)
+        dshape = static_shape(data)
         w = self._constant(weight)
         if dshape is None or len(dshape) != 4 or w is None or w.ndim != 4:
             return None
@@ -109,7 +109,7 @@ class _PadChannels(PyExprMutator):
             if source is None or not depthwise:
                 return None
             data_new, real = source
-            channels = int(_shape(data_new)[1])
+            channels = int(static_shape(data_new)[1])
             w, groups, out_real = _pad_axis(w, 0, channels), channels, real
         else:
             out = padded_channels(w.shape[0], self.multiple)
@@ -117,7 +117,7 @@ class _PadChannels(PyExprMutator):
                 return None
             data_new = data if source is None else source[0]
             if source is not None:
-                w = _pad_axis(w, 1, int(_shape(data_new)[1]))
+                w = _pad_axis(w, 1, int(static_shape(data_new)[1]))
             out_real = w.shape[0] if out != w.shape[0] else None
             w = _pad_axis(w, 0, out)
         out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None else ""
@@ -132,13 +132,13 @@ class _PadChannels(PyExprMutator):
         sources = [self.padded.get(a) for a in call.args]
         if all(s is not None for s in sources):
             (a, ra), (b, rb) = sources
-            if ra != rb or _shape(a) != _shape(b):
+            if ra != rb or static_shape(a) != static_shape(b):
                 return None
             return relax.Call(call.op, [a, b], call.attrs), ra
         side = 0 if sources[0] is not None else 1
         x, real = sources[side]
         c = self._constant(call.args[1 - side])
-        xshape = _shape(x)
+        xshape = static_shape(x)
         if c is None or xshape is None or len(xshape) != 4 or c.ndim > 4:
             return None
         full = (1,) * (4 - c.ndim) + c.shape

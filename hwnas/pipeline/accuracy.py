@@ -123,10 +123,13 @@ class AccuracyEvaluator(abc.ABC):
             raise RunError(f"accuracy evaluator {self.name} gave a non-finite value for {list(genome)}")
         return AccuracyResult(accuracy=value, seconds=time.perf_counter() - start, details=details)
 
-    def check_space(self, space: ArchSpace) -> None:
+    @classmethod
+    def check_space(cls, space: ArchSpace) -> None:
         """Raise :class:`InvalidConfigError` if this evaluator cannot score networks of ``space`` at all.
 
-        Called before a search starts, so that a mismatch is one error line, not every point failing.
+        Called before a search starts, so that a mismatch is one error line, not every point failing;
+        a class method, so that it is checked before the evaluator reads any data (``get_accuracy``'s
+        ``for_space``).
         """
 
     @abc.abstractmethod
@@ -161,8 +164,11 @@ def accuracy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_accuracy(spec: str, **options: Any) -> AccuracyEvaluator:
+def get_accuracy(spec: str, *, for_space: ArchSpace | None = None, **options: Any) -> AccuracyEvaluator:
     """The evaluator named by ``spec``, built with ``options``.
+
+    With ``for_space``, the evaluator's :meth:`~AccuracyEvaluator.check_space` runs first, before it is
+    built (and reads its data): a space it cannot score is the error, not a data file it would not need.
 
     ``spec`` is a registered name (``"train"``) or ``name:value``, which sets
     the evaluator's main option (``"table:cifar100"`` is ``dataset="cifar100"``,
@@ -194,6 +200,8 @@ def get_accuracy(spec: str, **options: Any) -> AccuracyEvaluator:
                 f"accuracy evaluator {spec!r} sets {cls.spec_option} twice (in the name and as an option)"
             )
         options[cls.spec_option] = value
+    if for_space is not None:
+        cls.check_space(for_space)
     return cls(**options)
 
 
@@ -345,7 +353,8 @@ class TableAccuracy(AccuracyEvaluator):
         # the file's content, not its path: a moved data folder may resume a run
         return {"evaluator": self.name, "dataset": self.dataset, "table_sha256": self._table.sha256}
 
-    def check_space(self, space: ArchSpace) -> None:
+    @classmethod
+    def check_space(cls, space: ArchSpace) -> None:
         if space.name != "nb201":
             raise InvalidConfigError(
                 f"the table evaluator has accuracies for nb201 only, not space {space.name!r}; "

@@ -914,7 +914,7 @@ class Search:
             if config.needs_accuracy:
                 from hwnas.pipeline.accuracy import get_accuracy
 
-                get_accuracy(config.accuracy, **config.accuracy_options).check_space(space)
+                get_accuracy(config.accuracy, for_space=space, **config.accuracy_options)
         targets = [get_target(t) for t in config.targets]
         use_remote(targets, config.remote_device())  # reaches the tracker: unreachable, or no server with the key
         for t in targets:
