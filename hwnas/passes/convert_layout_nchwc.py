@@ -60,7 +60,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes import winograd
-from hwnas.passes.pad_channels import pad_channels, static_shape
+from hwnas.passes.pad_channels import pad_channels
+from hwnas.passes.relax_util import rewrite_functions, static_shape
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,6 @@ class _ClipToRelaxOps(PyExprMutator):
 
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
-        self.mod_ = mod
         self.call_tir_op = tvm.ir.Op.get("relax.call_tir")
         self.kinds: dict[str, str] = {}
         for gv, func in mod.functions_items():
@@ -262,12 +262,6 @@ class _ClipToRelaxOps(PyExprMutator):
                 kind = _scalar_clip_kind(func)
                 if kind is not None:
                     self.kinds[gv.name_hint] = kind
-
-    def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's name)
         call = super().visit_call_(call)
@@ -291,15 +285,8 @@ class _PackedConvToTIR(PyExprMutator):
 
     def __init__(self, mod: tvm.IRModule, winograd: bool = False) -> None:
         super().__init__(mod)
-        self.mod_ = mod
         self.winograd = winograd
         self.conv2d_op = tvm.ir.Op.get("relax.nn.conv2d")
-
-    def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's name)
         call = super().visit_call_(call)
@@ -434,7 +421,7 @@ class ConvertLayoutNCHWc:
         at a time, keeping each that still converts; at worst the module
         stays in NCHW.
         """
-        mod = _ClipToRelaxOps(mod).transform()
+        mod = rewrite_functions(_ClipToRelaxOps(mod), mod)
         if self.pad:
             mod = pad_channels(mod, self.pack)
         candidates: list[relax.Call] = []
@@ -458,5 +445,5 @@ class ConvertLayoutNCHWc:
             log.info(
                 "ConvertLayoutNCHWc: TVM could pack only %d of %d convs", len(chosen), len(candidates)
             )
-        converted = _PackedConvToTIR(converted, self.winograd).transform()
+        converted = rewrite_functions(_PackedConvToTIR(converted, self.winograd), converted)
         return relax.transform.DeadCodeElimination()(converted)

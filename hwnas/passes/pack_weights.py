@@ -44,6 +44,7 @@ from tvm import relax, te, tirx, topi
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes.quantize import QUANT_ATTR
+from hwnas.passes.relax_util import rewrite_functions
 
 #: the field widths weights may be packed at, fewest first (each divides 8)
 PACK_BITS = (2, 4)
@@ -156,7 +157,6 @@ def _matmul_te(x: te.Tensor, w: te.Tensor, out_dtype: str) -> te.Tensor:
 class _Packer(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, widths) -> None:
         super().__init__(mod)
-        self.mod_ = mod
         self.widths = tuple(widths)
         self.conv2d = tvm.ir.Op.get("relax.nn.conv2d")
         self.matmul = tvm.ir.Op.get("relax.matmul")
@@ -217,12 +217,6 @@ class _Packer(relax.PyExprMutator):
                                          call.args[0], const, primfunc_name_hint="matmul")
         return call
 
-    def run(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
-
 
 @tvm.transform.module_pass(opt_level=0, name="PackWeights")
 class PackWeights:
@@ -236,7 +230,7 @@ class PackWeights:
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         packer = _Packer(mod, self.widths)
-        out = packer.run()
+        out = rewrite_functions(packer, mod)
         main_gv = out.get_global_var("main")
         attrs = out[main_gv].attrs
         if packer.packed and attrs is not None and QUANT_ATTR in attrs:

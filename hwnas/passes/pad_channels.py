@@ -16,9 +16,9 @@ and is left alone), and the padded tensor is carried as far as it can go:
 * a depthwise conv reading a padded tensor gets zero filters for the extra
   channels and stays depthwise over all of them;
 * elementwise ops keep the padding: unary ones (ReLU, clip, sigmoid, tanh,
-  SiLU), a binary op of two tensors padded alike (a residual add), and a
-  binary op with a constant that is per channel (padded with zeros) or that
-  does not vary along channels (a scalar bound of ReLU6);
+  SiLU), a binary op of two tensors padded alike (a residual add), a binary
+  op with an operand that does not vary along channels (a scalar bound of
+  ReLU6), and one with a per-channel constant (padded with zeros);
 * any other use reads ``strided_slice(x, channels 0..C)``: the tensor the
   unpadded graph had, so every op outside the list sees its original shapes.
 
@@ -35,6 +35,8 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from hwnas.passes.relax_util import rewrite_functions, static_shape
 
 #: The largest fraction of extra channels padding may add (72 -> 80 adds 1/9).
 MAX_OVERHEAD = 1 / 8
@@ -57,40 +59,26 @@ def _pad_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.pad(array, widths)
 
 
-def static_shape(expr: relax.Expr) -> list[int] | None:
-    """The shape of a tensor expression as ints, or None if it is not static."""
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
-        return None
-    dims = []
-    for d in ty.shape.values:
-        if not isinstance(d, tvm.tirx.IntImm):
-            return None
-        dims.append(int(d.value))
-    return dims
-
-
 @mutator
 class _PadChannels(PyExprMutator):
     def __init__(self, mod: tvm.IRModule, multiple: int) -> None:
         super().__init__(mod)
-        self.mod_ = mod
         self.multiple = multiple
         #: original var -> (padded var, real channel count)
         self.padded: dict[relax.Var, tuple[relax.Var, int]] = {}
 
-    def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return self.builder_.get()
-
     def _constant(self, arg: relax.Expr) -> np.ndarray | None:
-        """The value of ``arg`` when it is a constant (directly or through a binding)."""
+        """The value of ``arg`` when it is a constant, directly, through a binding, or reshaped (the ONNX
+        importer's conv bias is ``reshape(bias, (1, C, 1, 1))``)."""
         if isinstance(arg, relax.Var):
-            arg = self.lookup_binding(self.get_var_remap(arg)) or arg
+            bound = self.lookup_binding(arg)
+            arg = arg if bound is None else bound
         if isinstance(arg, tvm.ir.GenericConst):
             return arg.value.numpy()
+        if (isinstance(arg, relax.Call) and isinstance(arg.op, tvm.ir.Op) and arg.op.name == "relax.reshape"
+                and static_shape(arg) is not None):
+            value = self._constant(arg.args[0])
+            return None if value is None else value.reshape(static_shape(arg))
         return None
 
     def _conv(self, call: relax.Call) -> tuple[relax.Expr, int | None] | None:
@@ -137,18 +125,21 @@ class _PadChannels(PyExprMutator):
             return relax.Call(call.op, [a, b], call.attrs), ra
         side = 0 if sources[0] is not None else 1
         x, real = sources[side]
-        c = self._constant(call.args[1 - side])
-        xshape = static_shape(x)
-        if c is None or xshape is None or len(xshape) != 4 or c.ndim > 4:
+        other = call.args[1 - side]
+        xshape, oshape = static_shape(x), static_shape(other)
+        if xshape is None or len(xshape) != 4 or oshape is None or len(oshape) > 4:
             return None
-        full = (1,) * (4 - c.ndim) + c.shape
+        full = [1] * (4 - len(oshape)) + oshape
         if any(d != 1 for i, d in enumerate(full) if i != 1):
-            return None  # the constant varies along more than the channels: keep the original shapes
-        if full[1] == real:
-            c = _pad_axis(c.reshape(full), 1, xshape[1])
-        elif full[1] != 1:
-            return None
-        args = [x, relax.const(c, str(call.args[1 - side].ty.dtype))]
+            return None  # the operand varies along more than the channels: keep the original shapes
+        if full[1] == 1:  # the same for every channel (a scalar bound of ReLU6), padded ones included
+            operand = self.visit_expr(other)
+        else:  # per channel: a constant, padded with zeros
+            c = self._constant(other)
+            if c is None or full[1] != real:
+                return None
+            operand = relax.const(_pad_axis(c.reshape(full), 1, xshape[1]), str(other.ty.dtype))
+        args = [x, operand]
         return relax.Call(call.op, args if side == 0 else args[::-1], call.attrs), real
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # noqa: N802 (TVM's name)
@@ -180,9 +171,8 @@ class _PadChannels(PyExprMutator):
 
 def pad_channels(mod: tvm.IRModule, multiple: int) -> tvm.IRModule:
     """``mod`` with the conv outputs padded to ``multiple`` channels where :func:`padded_channels` says so."""
-    folded = relax.transform.FoldConstant()(mod)  # the importer's bias reshapes become constants
-    mutator_ = _PadChannels(folded, multiple)
-    out = mutator_.transform()
-    if not mutator_.padded:
+    padder = _PadChannels(mod, multiple)
+    out = rewrite_functions(padder, mod)
+    if not padder.padded:
         return mod  # nothing to pad: the module as it came
     return relax.transform.DeadCodeElimination()(out)

@@ -13,7 +13,7 @@ there yet is tuned:
   values, the target's own HSS) are scheduled with the same rules as the
   network-wide knobs (:func:`~hwnas.passes.tile_conv2d.schedule_conv2d`,
   :func:`~hwnas.passes.tile_dense.schedule_dense`), compiled alone and timed
-  on random inputs (:func:`~hwnas.targets.costmodels.measure_kernel`);
+  on random inputs (:func:`~hwnas.targets.costmodels.kernel_timer`);
 * the first is the network's own config; then, for up to a quarter of the
   trials, the configs chosen for the most similar workloads already in the
   database (same main block and reduction, nearest spatial extents: the
@@ -104,8 +104,9 @@ class TunedKnobs(WorkloadTuner):
         Configs timed per new workload.
     seed:
         Seed of the draws (with the workload key: a workload's trials do not depend on the order).
-    measure:
-        ``measure(func, target) -> ms`` of a scheduled PrimFunc alone (default: compiled and timed here).
+    timer:
+        ``timer(func, target)`` compiles a scheduled PrimFunc alone and returns a call giving its ms
+        (default: :func:`timer_alone`); the finalists are timed again through it, not compiled again.
     """
 
     pass_name = "TunedKnobs"
@@ -113,7 +114,7 @@ class TunedKnobs(WorkloadTuner):
     def __init__(self, database: str | os.PathLike, target, tunable, base: Mapping[str, Any],
                  space: Mapping[str, Sequence[Any]], *, valid: Callable[[dict], bool] = lambda c: True,
                  trials: int = 32, seed: int = 0, budget_s: float | None = None, priority=None,
-                 measure: Callable[[Any, Any], float] | None = None) -> None:
+                 timer: Callable[[Any, Any], Callable[[], float]] | None = None) -> None:
         super().__init__(database, target, tunable, budget_s=budget_s, priority=priority)
         unknown = sorted(set(space) - set(SCHEDULE_KNOBS))
         if unknown:
@@ -123,7 +124,7 @@ class TunedKnobs(WorkloadTuner):
         self.valid = valid
         self.trials = int(trials)
         self.seed = int(seed)
-        self.measure = measure or measure_alone
+        self.timer = timer or timer_alone
 
     # -- the database --------------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class TunedKnobs(WorkloadTuner):
         queue = [base_knobs] + self._seeds(shape, self.trials // 4)
         random_until = len(queue) + max(0, self.trials - len(queue)) // 2
         seen: set[str] = set()
-        timed: list[tuple[float, dict[str, Any], Any]] = []  # (ms, knobs, scheduled function)
+        timed: list[tuple[float, dict[str, Any], Any]] = []  # (ms, knobs, the call timing it again)
         attempts = 0
         while len(timed) < self.trials and attempts < 8 * self.trials:
             attempts += 1
@@ -219,7 +220,11 @@ class TunedKnobs(WorkloadTuner):
             if digest in seen:
                 continue
             seen.add(digest)
-            timed.append((self.measure(scheduled, self.target), dict(candidate), scheduled))
+            again = self.timer(scheduled, self.target)
+            timed.append((again(), dict(candidate), again))
+            # only the fastest and the first are timed again: the others' kernels (and inputs) are let go
+            for i in sorted(range(1, len(timed)), key=lambda i: timed[i][0])[CONFIRM:]:
+                timed[i] = (*timed[i][:2], None)
         if not timed:
             log.info("TunedKnobs: %s: no config applies", name)
             self._commit(key, {"knobs": None, "func": name})
@@ -231,7 +236,7 @@ class TunedKnobs(WorkloadTuner):
                            "func": name, "shape": shape})
 
     def _confirm(self, timed: list[tuple], base_knobs: Mapping[str, Any]):
-        """``(ms, knobs)`` of the config chosen from ``timed`` (``(ms, knobs, scheduled)`` per trial), and the
+        """``(ms, knobs)`` of the config chosen from ``timed`` (``(ms, knobs, time again)`` per trial), and the
         network config's ms (None when it was not the first trial).
 
         The fastest of 32 single timings is partly the luckiest: on a shared
@@ -246,13 +251,13 @@ class TunedKnobs(WorkloadTuner):
         if len(timed) == 1:
             times = {0: timed[0][0]}
         else:
-            times = {i: (timed[i][0] + self.measure(timed[i][2], self.target)) / 2 for i in finalists}
+            times = {i: (timed[i][0] + timed[i][2]()) / 2 for i in finalists}
         best = min(times, key=times.get)
         return (times[best], timed[best][1]), (None if base is None else times[base])
 
 
-def measure_alone(func, target) -> float:
-    """Median ms of ``func`` compiled alone for ``target`` (TVM's thread pool as it is sized now)."""
-    from hwnas.targets.costmodels import measure_kernel
+def timer_alone(func, target) -> Callable[[], float]:
+    """``func`` compiled alone for ``target``; a call giving its median ms (TVM's thread pool as sized now)."""
+    from hwnas.targets.costmodels import kernel_timer
 
-    return measure_kernel(func, target, repeats=5, min_repeat_ms=2.0)
+    return kernel_timer(func, target, repeats=5, min_repeat_ms=2.0)

@@ -79,8 +79,12 @@ def kernel_args(func, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def measure_kernel(func, tvm_target, *, repeats: int = 10, min_repeat_ms: float = 5.0, device=None) -> float:
-    """Median milliseconds of one call of a (scheduled) PrimFunc compiled alone for ``tvm_target``."""
+def kernel_timer(func, tvm_target, *, repeats: int = 10, min_repeat_ms: float = 5.0, device=None):
+    """Compile a (scheduled) PrimFunc alone for ``tvm_target`` and return a call that times it.
+
+    Each call of the result gives the median milliseconds of one call of the
+    kernel on random inputs; timing it again does not compile it again.
+    """
     import tvm
 
     from hwnas.errors import RunError
@@ -94,9 +98,21 @@ def measure_kernel(func, tvm_target, *, repeats: int = 10, min_repeat_ms: float 
         args = [tvm.runtime.tensor(a, dev) for a in kernel_args(func)]
         lib["main"](*args)  # warm-up
         timer = lib.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(min_repeat_ms))
-        return float(np.median(timer(*args).results)) * 1e3
     except Exception as exc:
         raise RunError(f"measuring kernel alone failed: {error_line(exc)}") from None
+
+    def time_it() -> float:
+        try:
+            return float(np.median(timer(*args).results)) * 1e3
+        except Exception as exc:
+            raise RunError(f"measuring kernel alone failed: {error_line(exc)}") from None
+
+    return time_it
+
+
+def measure_kernel(func, tvm_target, *, repeats: int = 10, min_repeat_ms: float = 5.0, device=None) -> float:
+    """Median milliseconds of one call of a (scheduled) PrimFunc compiled alone for ``tvm_target``."""
+    return kernel_timer(func, tvm_target, repeats=repeats, min_repeat_ms=min_repeat_ms, device=device)()
 
 
 def _chain_module(n_calls: int):
