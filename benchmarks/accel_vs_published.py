@@ -32,9 +32,9 @@ from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 from hwnas.arch import get_space  # noqa: E402
 from hwnas.arch.nb201 import index_to_genome  # noqa: E402
-from hwnas.hss.accel import AccelConfig  # noqa: E402
-from hwnas.passes.map_accelerator import mapping_table  # noqa: E402
-from hwnas.pipeline import lower  # noqa: E402
+from hwnas.targets.accel.space import AccelConfig  # noqa: E402
+from hwnas.targets.accel.map_accelerator import mapping_table  # noqa: E402
+from hwnas.ir import lower  # noqa: E402
 from hwnas.targets import get_target  # noqa: E402
 from hwnas.targets.published import PublishedTarget  # noqa: E402
 

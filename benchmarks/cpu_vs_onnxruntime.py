@@ -5,7 +5,7 @@ For each benchmark network (mbv2 at 96x96, nb201, fbnet) the script
 1. tunes the hwnas artifact, within ``--tune-minutes`` per network in all:
    the network is built with ``cpu:tuned`` (the schedule knobs of each conv
    and dense workload chosen by timing ``--trials`` configs of it, see
-   :mod:`hwnas.passes.tuned_knobs`) for each layout of the CPU's HSS in turn
+   :mod:`hwnas.targets.cpu.tuned_knobs`) for each layout of the CPU's HSS in turn
    (NCHWc with packs 16, 8, 4, each with its 3x3 convs direct or by Winograd
    (``conv_algo``), and NCHW; one fresh tuning database per network, so a
    workload two layouts share is tuned once and the tuning time is the real
@@ -106,7 +106,7 @@ def label(hw: dict) -> str:
 
 
 def uses_winograd(built) -> bool:
-    from hwnas.passes.winograd import CONV2D_NCHWC_WINOGRAD
+    from hwnas.targets.cpu.winograd import CONV2D_NCHWC_WINOGRAD
 
     return any(CONV2D_NCHWC_WINOGRAD in gv.name_hint for gv, _ in built.module.functions_items())
 
@@ -222,7 +222,7 @@ def tune(name: str, space, genome, threads: dict, budget_s: float, workdir: str,
 
 def choose(name: str, tried: list, space, genome, workdir: str, database: str):
     """The evaluation of ``tried`` whose tuned build has the lowest median over ``ROUNDS`` rounds of timing."""
-    from hwnas.targets import measure
+    from hwnas.ir import runtime as measure
 
     if len(tried) == 1:
         return tried[0]
@@ -296,7 +296,7 @@ def main() -> int:
     if args.tune_only:
         print(f"tuned; outcome kept in {args.state}")
         return 0
-    from hwnas.targets.cpu import host_cpu
+    from hwnas.ir.runtime import host_cpu
 
     budgets = sorted({r[3]["budget_s"] / 60 for r in rows})
     print(f"\nCPU {host_cpu()}, {args.threads} threads; median of {args.repeats} samples in {ROUNDS} rounds (ms); "

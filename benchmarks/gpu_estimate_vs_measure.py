@@ -88,14 +88,14 @@ def main() -> int:
     args = parser.parse_args()
     t_start = time.time()
 
-    from hwnas.targets.gpu import cuda_compile_mode
+    from hwnas.targets.gpu.target import cuda_compile_mode
 
     mode = cuda_compile_mode()
     import numpy as np
     import tvm
     from tvm import relax
 
-    from hwnas.targets import measure
+    from hwnas.ir import runtime as measure
 
     dev = tvm.cuda(0)
     if args.build_only:
@@ -119,7 +119,7 @@ def main() -> int:
               "(NVRTC) or nvcc on PATH; neither is here", file=sys.stderr)
         return 2
     name = str(dev.device_name)
-    from hwnas.targets.gpu_devices import DEVICES, device_named
+    from hwnas.targets.gpu.devices import DEVICES, device_named
 
     device = args.device or device_named(name)
     if device is None:

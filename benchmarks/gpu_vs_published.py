@@ -37,9 +37,9 @@ def estimate_cell(index: int) -> tuple[int, dict[str, float], int]:
     from hwnas.arch.nb201 import index_to_genome
     from hwnas.pipeline.evaluate import Candidate, compile_candidate
     from hwnas.targets import get_target
-    from hwnas.targets.gpu_cost import estimate
-    from hwnas.targets.gpu_devices import DEVICES as GPUS
-    from hwnas.targets.workloads import extract
+    from hwnas.targets.gpu.cost import estimate
+    from hwnas.targets.gpu.devices import DEVICES as GPUS
+    from hwnas.ir.workloads import extract
 
     space = get_space("nb201")
     target = get_target("gpu:1080ti")

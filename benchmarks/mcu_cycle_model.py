@@ -8,7 +8,7 @@ call's SysTick ticks (25 MHz reference) give its instruction count. A
 least-squares fit per kernel kind, pad mode and storage of
 ``instructions = a * MACs + b * outputs`` (and ``c * elements`` for the
 elementwise kernels, per activation width) gives the constants of
-``hwnas.targets.mcu.INSTRUCTIONS_PER_MAC`` (printed as Python, to paste);
+``hwnas.targets.mcu.target.INSTRUCTIONS_PER_MAC`` (printed as Python, to paste);
 the table then compares the model's estimate of whole networks with the
 emulated count, for the fitted variants and for two it was not fitted on
 (``w4a16``, whose row is derived, and asymmetric 4-bit weights, priced with
@@ -54,8 +54,10 @@ def main() -> None:
 
     from hwnas.arch import get_space
     from hwnas.pipeline.evaluate import Candidate, evaluate
-    from hwnas.targets import get_target, mcu, mcu_toolchain
-    from hwnas.targets.mcu_bundle import QEMU_MACHINES, QEMU_SYSCLK_HZ
+    from hwnas.targets import get_target
+    from hwnas.targets.mcu import target as mcu
+    from hwnas.targets.mcu import toolchain as mcu_toolchain
+    from hwnas.targets.mcu.bundle import QEMU_MACHINES, QEMU_SYSCLK_HZ
 
     target = get_target(f"mcu:{args.board}")
     space = get_space("mbv2", resolutions=(64, 96), widths=(0.35, 0.5))

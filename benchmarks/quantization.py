@@ -59,9 +59,10 @@ def main() -> None:
 
     from hwnas.arch import get_space
     from hwnas.passes.quantize import QuantSpec
-    from hwnas.pipeline.accuracy import get_accuracy
+    from hwnas.accuracy.evaluators import get_accuracy
     from hwnas.pipeline.evaluate import Candidate, evaluate
-    from hwnas.targets import get_target, mcu_toolchain
+    from hwnas.targets import get_target
+    from hwnas.targets.mcu import toolchain as mcu_toolchain
 
     space = get_space("mbv2", resolutions=(32,), widths=(0.5,))
     cpu = get_target("cpu")

@@ -4,7 +4,7 @@ On nb201 with the published CIFAR-10 accuracies (``accuracy="table"``) and a
 published latency column (``published:raspi4`` by default), every one of the
 15,625 cells is known, so the exact accuracy x latency Pareto front and its
 hypervolume are computed here from the data tables. Each method runs the real
-:class:`hwnas.pipeline.search.Search` (in-process, ``workers=0``, into a
+:class:`hwnas.search.run.Search` (in-process, ``workers=0``, into a
 temporary folder) for several seeds and budgets; methods: ``nsga2`` (plain NSGA-II,
 ``surrogate="none"``), ``nsga2-xgb`` (NSGA-II whose offspring are screened by the XGBoost
 ensemble, ``surrogate="xgb"``), ``random``. From the points each run evaluated:
@@ -43,7 +43,7 @@ from hwnas.arch.nb201 import NUM_ARCHS, genome_to_index, index_to_genome, live_g
 from hwnas.data import require_data_file
 from hwnas.errors import DataNotFoundError
 from hwnas.pipeline.indicators import hypervolume_2d, pareto_mask
-from hwnas.pipeline.search import Search, SearchConfig
+from hwnas.search.run import Search, SearchConfig
 from hwnas.targets.published import NB201_DEVICES
 
 #: accuracy evaluator dataset -> column of nb201/accuracy.csv

@@ -1,5 +1,5 @@
 import sys
 
-from hwnas.pipeline.cli import main
+from hwnas.cli.commands import main
 
 sys.exit(main())

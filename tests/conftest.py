@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def cli(capsys):
     """Run ``hwnas ARGS...`` in this process: ``cli(*argv) -> (exit code, stdout, stderr)``."""
-    from hwnas.pipeline.cli import main
+    from hwnas.cli.commands import main
 
     def run(*argv):
         try:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from hwnas.pipeline.lower import export_onnx
+from hwnas.ir.lower import export_onnx
 
 
 

@@ -1,58 +1,8 @@
-"""TVM passes that apply one hardware configuration to an IRModule.
+"""Backend-neutral TVM passes, one per file; a backend's own passes live in its subpackage of :mod:`hwnas.targets`.
 
-CPU passes, in the order a CPU target runs them:
-
-* before legalization and fusion (:func:`cpu_graph_passes`):
-  :class:`ConvertLayoutNCHWc` (only for ``layout == "NCHWc"``), then
-  ``FoldConstant`` (packs the weights into constants) and
-  ``EliminateCommonSubexpr`` (one layout transform per value);
-* after fusion (:func:`cpu_schedule_passes`): :class:`TileConv2d`,
-  :class:`TileDense`, :class:`ScheduleInjective`.
-
-``LOOP_ORDERS`` and ``PARALLEL_AXES`` are the choices of the ``loop_order``
-and ``parallel`` knobs, for the target to declare in its hardware space.
+* :mod:`~hwnas.passes.quantize`: integer arithmetic at the chosen bit-widths (:class:`QuantizeModule`);
+* :mod:`~hwnas.passes.pack_weights`: low-bit weights packed into bytes;
+* :mod:`~hwnas.passes.fold_batch_norm`: batch norm folded into the convolution before it;
+* :mod:`~hwnas.passes.pad_channels`: conv outputs padded with zero channels up to a block size;
+* :mod:`~hwnas.passes.to_float16`: the network in half precision.
 """
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
-
-import tvm
-
-from hwnas.passes.convert_layout_nchwc import ConvertLayoutNCHWc
-from hwnas.passes.schedule_injective import ScheduleInjective
-from hwnas.passes.tile_conv2d import LOOP_ORDERS, PARALLEL_AXES, CpuScheduleConfig, TileConv2d
-from hwnas.passes.tile_dense import TileDense
-
-__all__ = [
-    "LOOP_ORDERS",
-    "PARALLEL_AXES",
-    "ConvertLayoutNCHWc",
-    "CpuScheduleConfig",
-    "ScheduleInjective",
-    "TileConv2d",
-    "TileDense",
-    "cpu_graph_passes",
-    "cpu_schedule_passes",
-]
-
-
-def cpu_graph_passes(config: Mapping[str, Any]) -> list[tvm.transform.Pass]:
-    """The Relax passes to run before legalization/fusion for a CPU config (empty for NCHW)."""
-    from tvm import relax
-
-    cfg = CpuScheduleConfig.from_mapping(config)
-    if cfg.layout != "NCHWc":
-        return []
-    return [
-        ConvertLayoutNCHWc(cfg.pack, winograd=cfg.conv_algo == "winograd"),
-        relax.transform.FoldConstant(),
-        relax.transform.EliminateCommonSubexpr(),
-    ]
-
-
-def cpu_schedule_passes(config: Mapping[str, Any]) -> list[tvm.transform.Pass]:
-    """The schedule passes to run on the fused module for a CPU config, in order."""
-    cfg = CpuScheduleConfig.from_mapping(config)
-    return [TileConv2d(cfg), TileDense(cfg), ScheduleInjective(cfg)]

@@ -22,7 +22,7 @@ The kernel is the one TVM's legalization gives the original call
 (``topi.nn.conv`` for ``conv2d``, an int matmul for ``matmul``) applied to a
 ``w_unpack`` stage that computes the int8 weight from the packed bytes; a
 schedule that inlines the stages before the reduction (as
-:class:`~hwnas.passes.schedule_mcu.ScheduleMcu` does) puts the decode in the
+:class:`~hwnas.targets.mcu.schedule_mcu.ScheduleMcu` does) puts the decode in the
 weight load, so no unpacked copy of the weight exists at run time. The choice
 of bits comes from the values, which makes the packing exact by construction:
 a weight is packed at the fewest of :data:`PACK_BITS` bits that represent all of
@@ -44,7 +44,7 @@ from tvm import relax, te, tirx, topi
 
 from hwnas.errors import InvalidConfigError
 from hwnas.passes.quantize import QUANT_ATTR
-from hwnas.passes.relax_util import rewrite_functions
+from hwnas.ir.relax_util import rewrite_functions
 
 #: the field widths weights may be packed at, fewest first (each divides 8)
 PACK_BITS = (2, 4)

@@ -36,7 +36,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from hwnas.passes.relax_util import rewrite_functions, static_shape
+from hwnas.ir.relax_util import rewrite_functions, static_shape
 
 #: The largest fraction of extra channels padding may add (72 -> 80 adds 1/9).
 MAX_OVERHEAD = 1 / 8

@@ -254,7 +254,7 @@ def calibrate(mod, batch: np.ndarray, wanted: set | None = None) -> dict[Any, fl
     constant folding: TVM's FoldConstant compiles every foldable call, seconds per network) and run
     once per input.
     """
-    from hwnas.pipeline.lower import compile_module
+    from hwnas.ir.lower import compile_module
     from hwnas.util import filtered_native_stderr
 
     flat = relax.transform.ToNonDataflow()(mod)

@@ -1,1 +1,1 @@
-"""The flow that joins spaces, targets and costs: lower, build, evaluate, emit."""
+"""One candidate's path and where its results go: evaluate, the executors, the results store, artifacts."""

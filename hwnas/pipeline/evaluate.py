@@ -18,7 +18,7 @@ from typing import Any
 from hwnas.arch import ArchSpace
 from hwnas.errors import CompileError, HwnasError, InvalidConfigError
 from hwnas.metrics import check_values
-from hwnas.pipeline import graph, lower
+from hwnas.ir import graph, lower
 from hwnas.targets import Built, Target
 from hwnas.util import error_line
 

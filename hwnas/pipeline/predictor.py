@@ -53,8 +53,8 @@ def sample_candidates(space, target, n: int, seed: int) -> list[tuple[list[int],
 
 
 def features_of(built, target) -> dict[str, float]:
-    from hwnas.targets.costmodels import network_features
-    from hwnas.targets.workloads import extract
+    from hwnas.cost.predictor import network_features
+    from hwnas.ir.workloads import extract
 
     return network_features(built.fact("workloads", lambda b: extract(b.module)), built.hw, target.hardware_space)
 
@@ -97,13 +97,13 @@ def errors(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, f
 
 def train(samples: Sequence[Sample], *, kind: str, seed: int, target, space_name: str,
           holdout: float = 0.2):
-    """A :class:`~hwnas.targets.costmodels.LatencyPredictor` fitted on ``samples``, with held-out error.
+    """A :class:`~hwnas.cost.lut.LatencyPredictor` fitted on ``samples``, with held-out error.
 
     The samples are shuffled with ``seed``; the last ``holdout`` share is held
     out for the reported error; the saved model is then refitted on all.
     """
     from hwnas.pipeline.artifacts import versions
-    from hwnas.targets.costmodels import LatencyPredictor
+    from hwnas.cost.predictor import LatencyPredictor
 
     if len(samples) < 5:
         raise InvalidConfigError(f"training a predictor needs at least 5 measured samples, got {len(samples)}")

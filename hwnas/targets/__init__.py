@@ -4,8 +4,9 @@
 colon is the target's variant. Duplicate names are refused; an unknown name
 is answered with the known ones.
 
-Besides the built-in targets, every installed package that declares an entry
-point in the group ``hwnas.targets`` is discovered on first use::
+Every target, hwnas's own included, is an entry point in the group
+``hwnas.targets`` of an installed package, discovered on first use (hwnas's
+are in its ``pyproject.toml``)::
 
     [project.entry-points."hwnas.targets"]
     mydsp = "hwnas_mydsp:MyDspTarget"
@@ -25,6 +26,8 @@ _REGISTRY: dict[str, type[Target]] = {}
 #: the entry-point group installed packages declare their targets in
 ENTRY_POINT_GROUP = "hwnas.targets"
 _PLUGIN_ERRORS: list[str] = []
+#: the targets hwnas declares in its own pyproject.toml
+BUILTIN_TARGETS = ("asic", "cpu", "fpga", "gpu", "mcu", "published")
 _loaded = False
 
 
@@ -43,26 +46,26 @@ def register(cls: type[Target]) -> type[Target]:
 
 
 def _load_builtins() -> None:
+    """Register every target declared in the ``hwnas.targets`` entry-point group, hwnas's own included."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    from hwnas.targets.accel import AsicTarget, FpgaTarget
-    from hwnas.targets.cpu import CpuTarget
-    from hwnas.targets.gpu import GpuTarget
-    from hwnas.targets.mcu import McuTarget
-    from hwnas.targets.published import PublishedTarget
-
-    for cls in (CpuTarget, GpuTarget, McuTarget, PublishedTarget, AsicTarget, FpgaTarget):
-        if _REGISTRY.get(cls.name) is not cls:
-            register(cls)
     _load_entry_points()
+    missing = [name for name in BUILTIN_TARGETS if name not in _REGISTRY]
+    if missing:
+        _PLUGIN_ERRORS.append(f"hwnas's own targets ({', '.join(missing)}) are not registered: is hwnas installed "
+                              "(pip install -e .), with its entry points?")
 
 
 def _load_entry_points() -> None:
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    def own_first(ep):  # hwnas's own targets keep their names: a plugin that takes one is the one refused
+        dist = getattr(ep, "dist", None)
+        return (getattr(dist, "name", None) != "hwnas", ep.name)
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=own_first):
         where = f"{ep.name} = {ep.value}" + (f" (package {ep.dist.name})" if getattr(ep, "dist", None) else "")
         try:
             obj = ep.load()

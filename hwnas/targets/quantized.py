@@ -77,7 +77,7 @@ def deploy_network(model, input_shape, calibration: np.ndarray, spec):
     from tvm import relax
 
     from hwnas.passes.quantize import QuantizeModule, quantization_info, quantize_input
-    from hwnas.pipeline import lower
+    from hwnas.ir import lower
 
     with tempfile.TemporaryDirectory(prefix="hwnas-quant-acc-") as tmp:
         path = lower.export_onnx(model.eval(), input_shape, Path(tmp) / "model.onnx")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InvalidConfigError, RunError
-from hwnas.targets.measure import Timing, time_main
+from hwnas.ir.runtime import Timing, time_main
 from hwnas.util import error_line, filtered_native_stderr
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def measure_remote(
     min_repeat_ms: float = 20.0,
 ) -> tuple[Timing, list[np.ndarray]]:
     """Upload ``executable`` to a device of ``device``'s key, run ``main`` once (its outputs come back)
-    and time it there as :func:`hwnas.targets.measure.measure_vm` does here."""
+    and time it there as :func:`hwnas.ir.runtime.measure_vm` does here."""
     from tvm import relax
 
     if repeats < 1:

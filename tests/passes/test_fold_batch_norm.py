@@ -13,7 +13,7 @@ from tvm import relax
 
 from hwnas.passes.fold_batch_norm import FoldBatchNorm
 from hwnas.passes.quantize import QuantizeModule, calibration_batch, quantization_info, quantize_input
-from hwnas.pipeline import lower
+from hwnas.ir import lower
 
 
 def _conv_bn_onnx(path, *, reuse_conv: bool = False) -> str:

@@ -13,8 +13,8 @@ from tvm import relax
 from hwnas.errors import InvalidConfigError
 from hwnas.passes.pack_weights import PackWeights, choose_packing, pack, unpack
 from hwnas.passes.quantize import QuantizeModule, QuantSpec, quantization_info, quantize_input, quantize_weights
-from hwnas.pipeline import lower
-from hwnas.targets import analysis
+from hwnas.ir import lower
+from hwnas.ir import analysis
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

@@ -18,7 +18,7 @@ from hwnas.passes.quantize import (
     quantization_info,
     quantize_input,
 )
-from hwnas.pipeline import lower
+from hwnas.ir import lower
 
 
 class Tiny(nn.Module):

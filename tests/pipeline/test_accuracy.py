@@ -15,7 +15,7 @@ from hwnas.arch import get_space
 from hwnas.arch.nb201 import genome_to_arch_str, genome_to_index, index_to_genome
 from hwnas.data import DATA_ENV_VAR, require_data_file
 from hwnas.errors import DataNotFoundError, HwnasError, InvalidConfigError
-from hwnas.pipeline.accuracy import (
+from hwnas.accuracy.evaluators import (
     TABLE_COLUMNS,
     AccuracyEvaluator,
     accuracy_names,

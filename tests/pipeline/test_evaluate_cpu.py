@@ -8,9 +8,9 @@ import torch
 from hwnas.arch import get_space
 from hwnas.errors import InvalidConfigError, InvalidGenomeError, UnknownTargetError
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.lower import export_onnx
+from hwnas.ir.lower import export_onnx
 from hwnas.targets import get_target, target_names
-from hwnas.targets.measure import random_inputs, run_vm
+from hwnas.ir.runtime import random_inputs, run_vm
 
 
 @pytest.fixture(scope="module")

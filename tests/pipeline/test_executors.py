@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import InvalidConfigError
-from hwnas.pipeline.cli import main
+from hwnas.cli.commands import main
 from hwnas.pipeline.executor import make_executor, require
-from hwnas.pipeline.search import Search, SearchConfig
+from hwnas.search.run import Search, SearchConfig
 
 TOY = str(Path(__file__).resolve().parents[1] / "search" / "toy_target.py")
 HAS_DASK = importlib.util.find_spec("distributed") is not None

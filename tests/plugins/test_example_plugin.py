@@ -71,7 +71,7 @@ def test_a_duplicate_or_broken_plugin_is_refused_and_said(tmp_path):
     plugins = tmp_path / "site"
     plugins.mkdir()
     _fake_distribution(plugins, "fake_cpu", "fake_cpu", """
-        from hwnas.targets.cpu import CpuTarget
+        from hwnas.targets.cpu.target import CpuTarget
         class Impostor(CpuTarget):
             description = "another cpu"
         """, "cpu = fake_cpu:Impostor")

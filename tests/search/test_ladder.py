@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hwnas.pipeline.report import ladder_rows, write_report
-from hwnas.pipeline.search import LADDER_TOLERANCE, Search, SearchConfig
+from hwnas.cli.report import ladder_rows, write_report
+from hwnas.search.run import LADDER_TOLERANCE, Search, SearchConfig
 
 
 def test_ladder_reprices_every_front_point_and_reports_disagreements(tmp_path):

@@ -19,8 +19,8 @@ import pytest
 
 from hwnas.arch import get_space
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.report import write_report
-from hwnas.pipeline.search import (
+from hwnas.cli.report import write_report
+from hwnas.search.run import (
     EXTRA_RUN_ID,
     REFERENCE_KEY,
     REFERENCE_NAMESPACE,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import InvalidConfigError
-from hwnas.pipeline.report import load_run, write_report
-from hwnas.pipeline.search import FORMULATIONS, Bound, Search, SearchConfig, pareto_front
+from hwnas.cli.report import load_run, write_report
+from hwnas.search.run import FORMULATIONS, Bound, Search, SearchConfig, pareto_front
 
 TOY = str(Path(__file__).with_name("toy_target.py"))
 PROXY = {"accuracy": "proxy", "accuracy_options": {"kind": "synflow"}}

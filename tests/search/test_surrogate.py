@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import kendalltau
 
 from hwnas.errors import InvalidConfigError
-from hwnas.pipeline import surrogate as surrogate_module
-from hwnas.pipeline.search import SURROGATES, Search, SearchConfig, select_by_prediction
-from hwnas.pipeline.surrogate import OneHotEncoder, SurrogateEnsemble
+from hwnas.search import surrogate as surrogate_module
+from hwnas.search.run import SURROGATES, Search, SearchConfig, select_by_prediction
+from hwnas.search.surrogate import OneHotEncoder, SurrogateEnsemble
 
 TOY = str(Path(__file__).with_name("toy_target.py"))
 PROXY = {"accuracy": "proxy", "accuracy_options": {"kind": "synflow"}}

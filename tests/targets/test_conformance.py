@@ -19,7 +19,7 @@ from hwnas.errors import HwnasError
 from hwnas.metrics import METRICS
 from hwnas.pipeline.artifacts import verify_bundle, write_bundle
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.lower import export_onnx
+from hwnas.ir.lower import export_onnx
 from hwnas.targets import get_target, target_class, target_names
 
 #: cost methods whose result is a measurement (allowed to vary between calls)
@@ -113,7 +113,7 @@ def test_builds_costs_and_emits(spec, tiny_onnx, tmp_path):
     cand = Candidate.from_onnx(tiny_onnx, hw)
     for method in t.cost_methods:
         if method == "predictor":
-            continue  # needs a trained model: tests/targets/test_costmodels.py
+            continue  # needs a trained model: tests/cost/test_costmodels.py
         try:
             t.cost_method(method)
         except HwnasError as exc:  # e.g. measure without the device: must be said in one line

@@ -19,11 +19,11 @@ from torch import nn
 
 from hwnas.errors import InvalidConfigError
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.lower import export_onnx
+from hwnas.ir.lower import export_onnx
 from hwnas.targets import get_target
-from hwnas.targets.gpu_cost import estimate
-from hwnas.targets.gpu_devices import DEVICES, GpuDevice
-from hwnas.targets.workloads import extract
+from hwnas.targets.gpu.cost import estimate
+from hwnas.targets.gpu.devices import DEVICES, GpuDevice
+from hwnas.ir.workloads import extract
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
 
@@ -115,7 +115,7 @@ def test_threads_over_the_device_limit_are_rejected_at_validation(h100):
 
 
 def test_measure_without_a_device_is_one_clear_error_and_analytical_is_the_default(h100):
-    from hwnas.targets.gpu import cuda_present
+    from hwnas.targets.gpu.target import cuda_present
 
     if cuda_present():
         pytest.skip("this machine has a CUDA device")
@@ -138,8 +138,8 @@ def test_generated_cuda_respects_launch_bounds_and_shared_memory(built, h100, na
         assert bound == k.threads <= h100.device.max_threads_per_block, kname
         assert smem == k.smem_bytes <= limit_smem, kname
     # the hwnas schedules ran on the convs and denses, and staged their operands in shared memory
-    from hwnas.passes.tile_conv2d import SCHEDULED_ATTR
-    from hwnas.pipeline.lower import prim_funcs
+    from hwnas.ir.schedule import SCHEDULED_ATTR
+    from hwnas.ir.lower import prim_funcs
 
     scheduled = {n for n, f in prim_funcs(b.module).items() if f.attrs is not None and SCHEDULED_ATTR in f.attrs}
     macs = {w.func for w in extract(b.module) if w.macs > 0}
@@ -212,7 +212,7 @@ def test_fp16_module_matches_onnx_runtime_on_the_cpu(onnx_files):
     from tvm import relax
 
     from hwnas.passes.to_float16 import ToFloat16
-    from hwnas.pipeline.lower import compile_module, fuse, load_onnx, to_relax
+    from hwnas.ir.lower import compile_module, fuse, load_onnx, to_relax
 
     path = onnx_files["conv"]
     mod = fuse(ToFloat16()(to_relax(load_onnx(path))))
@@ -272,7 +272,7 @@ def _run_on_cuda(ev, x):
     ({"precision": "fp16"}, 2e-2),
 ])
 def test_cuda_numerics_match_onnx_runtime(onnx_files, name, hw, tol):
-    from hwnas.targets.gpu import cuda_present
+    from hwnas.targets.gpu.target import cuda_present
 
     if not cuda_present():
         pytest.fail("--run-gpu was given but tvm.cuda(0) does not exist")
@@ -290,8 +290,8 @@ def test_a_device_the_local_compiler_lacks_builds_with_source_on_a_gpu_machine(o
     # with the CUDA runtime loaded, builds compile their kernels; CUDA 13 cannot compile for Pascal (sm_61)
     import json
 
-    from hwnas.targets.gpu import cuda_present
-    from hwnas.targets.gpu_kernels import cuda_runtime_loaded, nvcc_archs
+    from hwnas.targets.gpu.target import cuda_present
+    from hwnas.targets.gpu.kernels import cuda_runtime_loaded, nvcc_archs
 
     if not cuda_present():
         pytest.fail("--run-gpu was given but tvm.cuda(0) does not exist")
@@ -329,7 +329,7 @@ def test_cli_lists_the_gpu_target_with_its_knobs(cli):
 
 
 def test_cli_measure_without_a_device_and_over_limit_threads_are_one_line(cli, tmp_path):
-    from hwnas.targets.gpu import cuda_present
+    from hwnas.targets.gpu.target import cuda_present
 
     if not cuda_present():
         code, _, err = cli("compile", "--space", "nb201", "--genome", "[0,1,2,3,4,0]", "--target",
@@ -355,7 +355,7 @@ def test_cli_compiles_an_nb201_cell_for_h100(cli, tmp_path):
 
 
 def test_the_driver_s_gpu_names_map_to_the_device_table():
-    from hwnas.targets.gpu_devices import device_named
+    from hwnas.targets.gpu.devices import device_named
 
     assert device_named("NVIDIA H200") == "h200"
     assert device_named("NVIDIA H100 80GB HBM3") == "h100"

@@ -21,9 +21,10 @@ from hwnas.passes.quantize import (
     quantize_input,
     quantize_weights,
 )
-from hwnas.pipeline import lower
+from hwnas.ir import lower
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.targets import get_target, mcu_toolchain
+from hwnas.targets import get_target
+from hwnas.targets.mcu import toolchain as mcu_toolchain
 
 needs_toolchain = pytest.mark.skipif(bool(mcu_toolchain.missing_tools()),
                                      reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
@@ -263,8 +264,8 @@ def test_mcu_flash_shrinks_with_packed_weights(wide_onnx):
                     reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
 @pytest.mark.parametrize("hw", [{"weight_bits": 4}, {"weight_bits": 2, "weight_scheme": "asymmetric"}])
 def test_packed_bundle_runs_under_qemu_and_equals_the_unpacked_integer_module(wide_onnx, tmp_path, hw):
-    from hwnas.targets.mcu import kernel_storage
-    from hwnas.targets.mcu_bundle import QEMU_MACHINES
+    from hwnas.targets.mcu.target import kernel_storage
+    from hwnas.targets.mcu.bundle import QEMU_MACHINES
 
     mcu = get_target("mcu:stm32f746")
     ev = evaluate(Candidate.from_onnx(wide_onnx, hw), mcu)
@@ -291,7 +292,7 @@ def test_cycle_model_prices_the_decode_of_packed_weights(wide_onnx, tmp_path):
     """The estimate's 4-bit / 8-bit ratio follows the emulated one. (Its absolute value is about half the
     emulated count on this network of dense 3x3 convs at 4x4 outputs, unlike the mbv2 networks it was fitted
     on: measured 2026-11-27, 0.45-0.46 of the count at 8 and 4 bits.)"""
-    from hwnas.targets.mcu_bundle import QEMU_MACHINES, QEMU_SYSCLK_HZ
+    from hwnas.targets.mcu.bundle import QEMU_MACHINES, QEMU_SYSCLK_HZ
 
     mcu = get_target("mcu:stm32f746")
     model, emulated = {}, {}
@@ -313,7 +314,7 @@ def test_cycle_model_prices_the_decode_of_packed_weights(wide_onnx, tmp_path):
 def test_nb201_runs_integer_under_qemu(tmp_path):
     """NB201's average pools and head batch norm are integer kernels on the device too."""
     from hwnas.arch import get_space
-    from hwnas.targets.mcu_bundle import QEMU_MACHINES
+    from hwnas.targets.mcu.bundle import QEMU_MACHINES
 
     space = get_space("nb201", channels=8, cells_per_stage=1)
     genome = [4, 4, 4, 3, 2, 1]  # avg_pool_3x3, conv 3x3, conv 1x1, skip
@@ -335,7 +336,7 @@ def test_nb201_runs_integer_under_qemu(tmp_path):
 @pytest.mark.skipif(bool(mcu_toolchain.missing_tools(qemu=True)),
                     reason=f"MCU toolchain missing: {mcu_toolchain.SETUP_HINT}")
 def test_mixed_precision_int16_bundle_runs_under_qemu_and_equals_the_host_reference(block_onnx, tmp_path):
-    from hwnas.targets.mcu_bundle import QEMU_MACHINES
+    from hwnas.targets.mcu.bundle import QEMU_MACHINES
 
     mcu = get_target("mcu:stm32f746")
     hw = {"activation_bits": 16, "weight_bits": 4, "weight_bits_first": 8, "weight_bits_dw": 2,
@@ -357,7 +358,7 @@ def test_mixed_precision_int16_bundle_runs_under_qemu_and_equals_the_host_refere
 
 def test_accuracy_is_measured_on_the_quantized_network():
     from hwnas.arch import get_space
-    from hwnas.pipeline.accuracy import get_accuracy
+    from hwnas.accuracy.evaluators import get_accuracy
 
     space = get_space("mbv2", resolutions=(32,), widths=(0.5,))
     genome = [0] * space.size
@@ -389,7 +390,7 @@ def _check_report(run_dir, space_layers: bool) -> int:
     return the number of quantized front points."""
     import csv
 
-    from hwnas.pipeline.report import write_report
+    from hwnas.cli.report import write_report
 
     files = write_report(run_dir)
     rows = (run_dir / "pareto.csv").read_text().splitlines()
@@ -415,7 +416,7 @@ def _check_report(run_dir, space_layers: bool) -> int:
 def test_bit_widths_are_held_at_float_when_no_accuracy_runs_the_deployed_network(block_onnx, tmp_path):
     # latency and size only: 2-bit weights would look free, so the search keeps the float network
     from hwnas.hss.quant import KNOBS
-    from hwnas.pipeline.search import Search, SearchConfig
+    from hwnas.search.run import Search, SearchConfig
 
     cfg = SearchConfig(targets=("cpu",), space=None, onnx=str(block_onnx),
                        objectives=("latency_ms", "params_packed_kb"), budget=4, pop_size=4,
@@ -432,7 +433,7 @@ def test_bit_widths_are_held_at_float_when_no_accuracy_runs_the_deployed_network
 
 @pytest.mark.slow
 def test_search_of_architecture_and_bit_widths(tmp_path):
-    from hwnas.pipeline.search import Search, SearchConfig
+    from hwnas.search.run import Search, SearchConfig
 
     cfg = SearchConfig(targets=("cpu",), space="mbv2", space_options={"resolutions": [32], "widths": [0.25]},
                        objectives=("accuracy", "latency_ms", "params_packed_kb"), accuracy="train",

@@ -17,10 +17,11 @@ import pytest
 
 from hwnas.arch import get_space
 from hwnas.errors import InvalidConfigError
-from hwnas.pipeline.cli import main
+from hwnas.cli.commands import main
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.pipeline.search import Search, SearchConfig
-from hwnas.targets import get_target, measure
+from hwnas.search.run import Search, SearchConfig
+from hwnas.ir import runtime as measure
+from hwnas.targets import get_target
 from hwnas.targets.remote import RemoteDevice, RemoteError, measure_remote
 
 KEY = "hwnas-test"

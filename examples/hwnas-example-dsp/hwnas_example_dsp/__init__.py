@@ -15,10 +15,21 @@ import functools
 import math
 from pathlib import Path
 
-from hwnas.errors import CompileError, InvalidConfigError
-from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, Pow2Param
-from hwnas.targets import Built, Target, analysis
-from hwnas.targets.workloads import extract
+from hwnas.targets.api import (
+    Built,
+    ChoiceParam,
+    CompileError,
+    Constraint,
+    HardwareSpace,
+    InvalidConfigError,
+    Pow2Param,
+    Target,
+    compile_module,
+    extract,
+    io_signature,
+    param_bytes,
+    planned_memory,
+)
 
 # --- the device family, as data -----------------------------------------------------------------
 #: variant -> the fixed properties of one part (the knobs below are what a designer may still pick)
@@ -65,22 +76,20 @@ class DspTarget(Target):
         return tvm.target.Target({"kind": "llvm"})
 
     def build(self, mod, hw) -> Built:
-        from hwnas.pipeline.lower import compile_module
-
         tgt = self.tvm_target(hw)
         try:
             with tgt:
                 ex = compile_module(mod, tgt)
         except Exception as exc:
             raise CompileError(f"compiling for {self.spec} failed: {exc}") from None
-        inputs, outputs = analysis.io_signature(mod)
+        inputs, outputs = io_signature(mod)
         return Built(module=mod, executable=ex, tvm_target=tgt, hw=dict(hw), inputs=inputs, outputs=outputs)
 
     # --- cost: a cycle model over the compiled kernels ---
     def cost(self, built: Built, *, method: str) -> dict[str, float]:
         self.cost_method(method)
         hw, dev = built.hw, self.device
-        memory = analysis.planned_memory(built.module)
+        memory = planned_memory(built.module)
         spills = memory["peak"] > hw["sram_kb"] * 1024  # activations that do not fit go over the bus
         cycles = energy_pj = macs = 0.0
         for w in extract(built.module):
@@ -95,7 +104,7 @@ class DspTarget(Target):
             "latency_ms": cycles / (hw["clock_mhz"] * 1e3),
             "energy_mj": energy_pj * 1e-9,
             "peak_memory_kb": memory["peak"] / 1024,
-            "params_kb": analysis.param_bytes(built.module) / 1024,
+            "params_kb": param_bytes(built.module) / 1024,
             "macs": macs,
         }
 

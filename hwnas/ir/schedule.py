@@ -1,0 +1,137 @@
+"""Helpers every schedule pass shares (CPU, GPU, MCU): loop and block queries, vectorize, unroll, the driver.
+
+:func:`schedule_prim_funcs` is the one driver: it applies a rule to each
+unscheduled PrimFunc of a fused module and marks what it scheduled with
+:data:`SCHEDULED_ATTR`, which later schedule passes respect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.ir.expr import TensorLoad
+
+log = logging.getLogger(__name__)
+
+
+#: Function attribute set on every PrimFunc a hwnas schedule pass scheduled.
+SCHEDULED_ATTR = "hwnas.scheduled"
+
+
+def divisor_tile(extent: int, tile: int) -> int:
+    """The largest divisor of ``extent`` that is at most ``tile`` (clamped to ``extent``)."""
+    tile = max(1, min(int(tile), int(extent)))
+    for t in range(tile, 0, -1):
+        if extent % t == 0:
+            return t
+    return 1
+
+
+def iter_kinds(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> str:
+    """The iterator kinds of a block as a string: ``S`` spatial, ``R`` reduction, ``O`` other."""
+    kinds = {0: "S", 2: "R"}
+    return "".join(kinds.get(int(iv.iter_type), "O") for iv in sch.get(block).iter_vars)
+
+
+def loop_extents(sch: s_tir.Schedule, loops: Sequence[s_tir.LoopRV]) -> list[int]:
+    """Constant extents of ``loops`` (ValueError for a symbolic one)."""
+    extents = []
+    for loop in loops:
+        extent = sch.get(loop).extent
+        if not isinstance(extent, tirx.IntImm):
+            raise ValueError("symbolic loop extent")
+        extents.append(int(extent.value))
+    return extents
+
+
+def root_blocks(sch: s_tir.Schedule) -> list[s_tir.SBlockRV]:
+    """The blocks directly under the root block of the function being scheduled."""
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def has_one_loop_per_iter(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> bool:
+    """Whether ``block`` sits under exactly one loop per iterator, with the same extents (unscheduled)."""
+    ivs = sch.get(block).iter_vars
+    loops = sch.get_loops(block)
+    if len(loops) != len(ivs):
+        return False
+    try:
+        extents = loop_extents(sch, loops)
+    except ValueError:
+        return False
+    return all(
+        isinstance(iv.dom.extent, tirx.IntImm) and int(iv.dom.extent.value) == e
+        for iv, e in zip(ivs, extents)
+    )
+
+
+def is_plain_copy(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> bool:
+    """Whether ``block`` stores one element it loads, unchanged (a padding stage that pads nothing)."""
+    body = sch.get(block).body
+    return isinstance(body, tirx.BufferStore) and isinstance(body.value, TensorLoad)
+
+
+def vectorize_inner(sch: s_tir.Schedule, loop: s_tir.LoopRV, width: int) -> s_tir.LoopRV | None:
+    """Vectorize ``loop`` with the largest lane count <= ``width`` that divides it.
+
+    A loop longer than the lane count is split first (the outer part stays
+    serial, for the unroller). Returns the vectorized loop, or None when
+    ``width`` or the divisor is 1.
+    """
+    if width <= 1:
+        return None
+    (extent,) = loop_extents(sch, [loop])
+    lanes = divisor_tile(extent, width)
+    if lanes <= 1:
+        return None
+    if lanes < extent:
+        loop = sch.split(loop, [None, lanes])[1]
+    sch.vectorize(loop)
+    return loop
+
+
+def annotate_unroll(sch: s_tir.Schedule, loop: s_tir.LoopRV, max_step: int) -> None:
+    """Ask TIR's unroller to unroll loop nests of at most ``max_step`` steps under ``loop``."""
+    if max_step > 0:
+        sch.annotate(loop, "pragma_auto_unroll_max_step", max_step)
+        sch.annotate(loop, "pragma_unroll_explicit", 1)
+
+
+def schedule_prim_funcs(
+    mod: tvm.IRModule,
+    pass_name: str,
+    rule: Callable[[s_tir.Schedule], bool],
+    logger: logging.Logger = log,
+) -> tvm.IRModule:
+    """Apply ``rule`` to each unscheduled PrimFunc of a copy of ``mod``.
+
+    ``rule`` gets a schedule of the function (as ``main``) and returns True when
+    it scheduled it, False when the function is not its kind. A function whose
+    rule raises is left as it was (logged on ``logger`` at debug level).
+    """
+    out = mod.clone()
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and SCHEDULED_ATTR in func.attrs:
+            continue
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        try:
+            matched = rule(sch)
+        except Exception as exc:  # one odd function must not fail the module
+            logger.debug("%s: left %s unscheduled: %s", pass_name, gv.name_hint, exc)
+            continue
+        if matched:
+            out.update_func(gv, sch.mod["main"].with_attr(SCHEDULED_ATTR, pass_name))
+            logger.debug("%s: scheduled %s", pass_name, gv.name_hint)
+    return out
+
+
+#: Block names of dense / matmul computations after TVM's legalization.
+DENSE_BLOCKS: frozenset[str] = frozenset(
+    {"matmul", "T_matmul", "T_matmul_NT", "NT_matmul", "T_dense", "dense", "T_batch_matmul_NT",
+     "T_batch_matmul_NN", "batch_matmul"}
+)

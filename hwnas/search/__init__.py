@@ -1,0 +1,1 @@
+"""The joint search: configuration, objectives and Pareto fronts, the joint space, workers, formulations."""

@@ -1,0 +1,201 @@
+"""Winograd F(2x2, 3x3) for packed 3x3 stride-1 convolutions on the CPU (knob ``conv_algo``).
+
+A 3x3 convolution computes each 2x2 block of outputs from a 4x4 patch of
+input. Winograd's minimal filtering algorithm does it with 16 multiplies per
+input/output channel pair instead of 36: the patch is transformed
+(``V = B^T d B``, additions only), multiplied element by element with the
+transformed filter (``U = G g G^T``, computed once when the module is built),
+summed over input channels (a batched matrix product, the bulk of the work),
+and transformed back (``Y = A^T M A``, additions only). The product takes 2.25x
+fewer multiply-adds than the direct loops; the transforms add some back and
+round-off grows slightly (about 1e-6 relative on float32).
+
+Stages, as blocks of one PrimFunc ``conv2d_NCHWc_winograd`` (data in
+``NCHW{p}c``, weights transformed to ``(O/q, 16, C, q)``, output
+``NCHW{q}c``):
+
+* ``data_pad``: the zero border (inlined into the next stage);
+* ``wino_V`` ``(T, 16, C)``: the transformed input patch of each 2x2 output
+  tile ``T`` (over batch and tile rows and columns) at each of the 16
+  positions, channels innermost;
+* ``wino_M`` ``(O/q, T, 16, q)``: the sum over input channels, per position;
+* ``wino_Y``: the output, ``A^T M A`` per tile; fused epilogues (bias,
+  residual, activation) are computed in the same loop.
+
+:func:`schedule_winograd` schedules such a function: ``wino_V`` parallel over
+tiles and vectorized along channels; ``wino_M`` register-blocked (16 vector
+accumulators: tiles x output-channel blocks), the reduction split, parallel
+over tile blocks; ``wino_Y`` with the epilogue inlined, parallel over rows,
+vectorized along the channel lanes.
+
+Only float32 convolutions with a 3x3 kernel, stride 1, dilation 1, padding 1
+on every side and even output height and width qualify
+(:func:`qualifies`); the others keep the direct loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tvm import s_tir, te, tirx
+
+from hwnas.ir.schedule import divisor_tile, root_blocks, vectorize_inner
+
+#: Name of the PrimFunc of a Winograd convolution, and of its stages' blocks.
+CONV2D_NCHWC_WINOGRAD = "conv2d_NCHWc_winograd"
+WEIGHT_TRANSFORM = "winograd_weight_transform"
+BLOCK_V, BLOCK_M, BLOCK_Y = "wino_V", "wino_M", "wino_Y"
+
+# F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016)
+_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+#: vector accumulators one ``wino_M`` register block keeps live (tiles x output-channel blocks)
+ACCUMULATORS = 16
+
+
+def qualifies(data_shape: Sequence[int], weight_shape: Sequence[int], strides, padding, dilation,
+              dtype: str) -> bool:
+    """Whether a packed conv (data ``(N, C/p, H, W, p)``, weight ``(O/q, C/p, KH, KW, p, q)``) takes Winograd."""
+    if len(data_shape) != 5 or len(weight_shape) != 6 or dtype != "float32":
+        return False
+    kh, kw = int(weight_shape[2]), int(weight_shape[3])
+    height, width = int(data_shape[2]), int(data_shape[3])
+    return ((kh, kw) == (3, 3) and [int(s) for s in strides] == [1, 1] and [int(d) for d in dilation] == [1, 1]
+            and [int(p) for p in padding] == [1, 1, 1, 1] and height % 2 == 0 and width % 2 == 0)
+
+
+def _select(index, values: list) -> tirx.PrimExpr:
+    """``values[index]`` for a loop variable ``index`` (folds to one value once the loop is unrolled)."""
+    out = values[-1]
+    for k in range(len(values) - 2, -1, -1):
+        out = tirx.Select(index == k, values[k], out)
+    return out
+
+
+def _combine(terms: list[tuple[float, tirx.PrimExpr]], dtype: str) -> tirx.PrimExpr:
+    """``sum(c * x)`` over the nonzero coefficients, with no multiply for +-1."""
+    out = None
+    for c, x in terms:
+        if c == 0:
+            continue
+        term = x if c == 1 else (-x if c == -1 else x * tirx.const(c, dtype))
+        out = term if out is None else out + term
+    return out if out is not None else tirx.const(0, dtype)
+
+
+def weight_transform_compute(weight: te.Tensor) -> te.Tensor:
+    """``U = G g G^T`` of packed weights ``(O/q, C/p, 3, 3, p, q)``: ``(O/q, 16, C, q)``, channels flattened."""
+    o_blocks, c_blocks, _, _, c_pack, o_pack = (int(x) for x in weight.shape)
+    dtype = weight.dtype
+
+    def value(ob, pos, c, oi):
+        cb, ci = c // c_pack, c % c_pack
+        per_pos = []
+        for e in range(4):
+            for n in range(4):
+                per_pos.append(_combine([(_G[e][r] * _G[n][s], weight[ob, cb, r, s, ci, oi])
+                                         for r in range(3) for s in range(3)], dtype))
+        return _select(pos, per_pos)
+
+    return te.compute((o_blocks, 16, c_blocks * c_pack, o_pack), value, name=WEIGHT_TRANSFORM)
+
+
+def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
+    """The Winograd convolution of packed ``data`` with transformed weights ``u`` (see the module docstring)."""
+    n, c_blocks, height, width, c_pack = (int(x) for x in data.shape)
+    o_blocks, _, channels, o_pack = (int(x) for x in u.shape)
+    tiles_h, tiles_w = height // 2, width // 2
+    per_image = tiles_h * tiles_w
+    zero = tirx.const(0, data.dtype)
+    padded = te.compute(
+        (n, c_blocks, height + 2, width + 2, c_pack),
+        lambda b, c, y, x, i: tirx.if_then_else(
+            tirx.all(y >= 1, y <= height, x >= 1, x <= width), data[b, c, y - 1, x - 1, i], zero),
+        name="data_pad",
+    )
+
+    def v_value(t, pos, c):
+        b, th, tw = t // per_image, (t % per_image) // tiles_w, t % tiles_w
+        cb, ci = c // c_pack, c % c_pack
+        per_pos = []
+        for e in range(4):
+            for m in range(4):
+                per_pos.append(_combine([(_BT[e][r] * _BT[m][s], padded[b, cb, 2 * th + r, 2 * tw + s, ci])
+                                         for r in range(4) for s in range(4)], data.dtype))
+        return _select(pos, per_pos)
+
+    v = te.compute((n * per_image, 16, channels), v_value, name=BLOCK_V)
+    rc = te.reduce_axis((0, channels), name="rc")
+    m = te.compute(
+        (o_blocks, n * per_image, 16, o_pack),
+        lambda ob, t, pos, oi: te.sum(v[t, pos, rc].astype(out_dtype) * u[ob, pos, rc, oi].astype(out_dtype),
+                                      axis=rc),
+        name=BLOCK_M,
+    )
+
+    def y_value(b, ob, y, x, oi):
+        t = b * per_image + (y // 2) * tiles_w + x // 2
+        per_out = []
+        for i in range(2):
+            for j in range(2):
+                per_out.append(_combine([(_AT[i][e] * _AT[j][f], m[ob, t, e * 4 + f, oi])
+                                         for e in range(4) for f in range(4)], out_dtype))
+        return _select((y % 2) * 2 + x % 2, per_out)
+
+    return te.compute((n, o_blocks, height, width, o_pack), y_value, name=BLOCK_Y)
+
+
+def schedule_winograd(sch: s_tir.Schedule, vector_width: int) -> bool:
+    """Schedule a (fused) Winograd conv function in ``sch``; False if it is not one."""
+
+    names = [sch.get(b).name_hint for b in root_blocks(sch)]
+    if BLOCK_M not in names or BLOCK_Y not in names or "data_pad" not in names:
+        return False
+    blocks = root_blocks(sch)
+    c_pack = int(sch.get(blocks[names.index("data_pad")]).writes[0].source.shape[-1])  # the data's channel block
+    sch.compute_inline(blocks[names.index("data_pad")])
+    # input transform: parallel over tiles, the 16 positions unrolled, channel lanes vectorized
+    v = sch.get_sblock(BLOCK_V)
+    t, pos, c = sch.get_loops(v)
+    c_out, c_in = sch.split(c, [None, c_pack])
+    sch.reorder(t, c_out, pos, c_in)
+    sch.parallel(t)
+    sch.unroll(pos)
+    vectorize_inner(sch, c_in, vector_width)
+    # the batched product: ob x tiles register block, reduction in steps
+    m = sch.get_sblock(BLOCK_M)
+    ob, t, pos, oi, rc = sch.get_loops(m)
+    o_blocks, tiles, channels = (sch.get(x).extent.value for x in (ob, t, rc))
+    ob_tile = 2 if o_blocks % 2 == 0 else 1
+    t_tile = divisor_tile(tiles, ACCUMULATORS // ob_tile)
+    rc_tile = divisor_tile(channels, 32)
+    ob_o, ob_i = sch.split(ob, [None, ob_tile])
+    t_o, t_i = sch.split(t, [None, t_tile])
+    rc_o, rc_i = sch.split(rc, [None, rc_tile])
+    sch.reorder(ob_o, t_o, pos, rc_o, rc_i, ob_i, t_i, oi)
+    sch.parallel(sch.fuse(ob_o, t_o))
+    sch.unroll(ob_i)
+    sch.unroll(t_i)
+    vectorize_inner(sch, oi, vector_width)
+    sch.decompose_reduction(m, rc_o)
+    # output transform with the epilogue: Y is inlined into the last elementwise block
+    blocks = root_blocks(sch)
+    names = [sch.get(b).name_hint for b in blocks]
+    after = blocks[names.index(BLOCK_Y) + 1:]
+    for blk in after[:-1]:
+        sch.compute_inline(blk)
+    out = sch.get_sblock(BLOCK_Y)
+    if after:
+        sch.compute_inline(out)
+        out = after[-1]
+    b, ob, y, x, oi = sch.get_loops(out)
+    y_o, y_i = sch.split(y, [None, 2])
+    x_o, x_i = sch.split(x, [None, 2])
+    sch.reorder(b, ob, y_o, x_o, y_i, x_i, oi)
+    sch.parallel(sch.fuse(b, ob, y_o))
+    sch.unroll(y_i)
+    sch.unroll(x_i)
+    vectorize_inner(sch, oi, vector_width)
+    return True

@@ -1,0 +1,68 @@
+"""Winograd F(2x2, 3x3) convolutions (``conv_algo: winograd``): which convs take it, numerics, schedules."""
+
+from __future__ import annotations
+
+import pytest
+
+from hwnas.targets.cpu.passes import cpu_schedule_passes
+from hwnas.targets.cpu.winograd import CONV2D_NCHWC_WINOGRAD, WEIGHT_TRANSFORM, qualifies
+from hwnas.ir.lower import prim_funcs
+
+from .conftest import scheduled_by
+
+WINOGRAD_CONFIGS = {
+    "pack16": {"layout": "NCHWc", "pack": 16, "vector_width": 16, "conv_algo": "winograd"},
+    "pack8": {"layout": "NCHWc", "pack": 8, "conv_algo": "winograd"},
+    "pack4-serial": {"layout": "NCHWc", "pack": 4, "vector_width": 4, "num_threads": 1, "parallel": "none",
+                     "conv_algo": "winograd"},
+}
+
+
+def test_only_float_3x3_stride1_pad1_convs_with_even_outputs_qualify():
+    ok = dict(strides=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), dtype="float32")
+    data, weight = (1, 2, 8, 8, 8), (2, 2, 3, 3, 8, 8)
+    assert qualifies(data, weight, **ok)
+    assert not qualifies(data, weight, **{**ok, "strides": (2, 2)})
+    assert not qualifies(data, weight, **{**ok, "padding": (0, 0, 0, 0)})
+    assert not qualifies(data, weight, **{**ok, "dilation": (2, 2)})
+    assert not qualifies(data, weight, **{**ok, "dtype": "int32"})
+    assert not qualifies((1, 2, 7, 8, 8), weight, **ok)  # odd height
+    assert not qualifies(data, (2, 2, 1, 1, 8, 8), **ok)  # 1x1 kernel
+
+
+@pytest.mark.parametrize("net,winograd_convs", [("residual", 2), ("conv", 1), ("strided", 0), ("dilated", 0)])
+def test_qualifying_convs_take_winograd_with_weights_transformed_at_build_time(pipeline, config, net,
+                                                                               winograd_convs):
+    fused = pipeline.fused(net, config(**WINOGRAD_CONFIGS["pack8"]))
+    names = list(prim_funcs(fused))
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in names) == winograd_convs
+    assert not any(WEIGHT_TRANSFORM in n for n in names)  # folded into constants
+    scheduled = pipeline.schedule(fused, cpu_schedule_passes(config(**WINOGRAD_CONFIGS["pack8"])))
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(scheduled, "TileConv2d")) == winograd_convs
+
+
+@pytest.mark.parametrize("net", ["residual", "conv"])
+@pytest.mark.parametrize("cfg", list(WINOGRAD_CONFIGS))
+def test_numerics_match_onnxruntime(pipeline, config, net, cfg):
+    pipeline.check_numerics(net, config(**WINOGRAD_CONFIGS[cfg]))
+
+
+def test_winograd_without_the_packed_layout_is_one_clear_error(cli, tmp_path):
+    code, _, err = cli("compile", "--space", "nb201", "--genome", "[3,3,3,1,3,3]", "--target", "cpu", "--hw",
+                       '{"layout": "NCHW", "conv_algo": "winograd"}', "--out", str(tmp_path / "b"))
+    assert code == 2 and err.count("\n") == 1 and "conv_algo 'winograd' needs layout 'NCHWc'" in err
+
+
+def test_cpu_tuned_keeps_the_winograd_schedule_and_matches_onnxruntime(tmp_path, monkeypatch, pipeline,
+                                                                       matches_ort):
+    from hwnas.pipeline.evaluate import Candidate, evaluate
+    from hwnas.targets import get_target
+
+    monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
+    cpu = get_target("cpu:tuned")
+    cpu.tune_trials, cpu.repeats = 2, 2
+    path = pipeline.onnx("residual")
+    ev = evaluate(Candidate.from_onnx(path, {"layout": "NCHWc", "pack": 16, "conv_algo": "winograd",
+                                             "num_threads": 1}), cpu)
+    matches_ort(ev, path)
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(ev.built.module, "TileConv2d")) == 2
