@@ -59,7 +59,7 @@ def main() -> None:
 
     from hwnas.arch import get_space
     from hwnas.passes.quantize import QuantSpec
-    from hwnas.accuracy.evaluators import get_accuracy
+    from hwnas.accuracy import get_accuracy
     from hwnas.pipeline.evaluate import Candidate, evaluate
     from hwnas.targets import get_target
     from hwnas.targets.mcu import toolchain as mcu_toolchain

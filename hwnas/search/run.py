@@ -304,7 +304,7 @@ class PointEvaluator:
     def __init__(self, setup: WorkerSetup, gate=None) -> None:
         from hwnas.arch import get_space
         from hwnas.pipeline.executor import NullGate
-        from hwnas.accuracy.evaluators import get_accuracy
+        from hwnas.accuracy import get_accuracy
         from hwnas.pipeline.store import Journal, ResultStore
         from hwnas.targets import get_target
 
@@ -912,7 +912,7 @@ class Search:
         if config.space:
             space = get_space(config.space, **config.space_options)
             if config.needs_accuracy:
-                from hwnas.accuracy.evaluators import get_accuracy
+                from hwnas.accuracy import get_accuracy
 
                 get_accuracy(config.accuracy, for_space=space, **config.accuracy_options)
         targets = [get_target(t) for t in config.targets]

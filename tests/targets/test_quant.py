@@ -358,7 +358,7 @@ def test_mixed_precision_int16_bundle_runs_under_qemu_and_equals_the_host_refere
 
 def test_accuracy_is_measured_on_the_quantized_network():
     from hwnas.arch import get_space
-    from hwnas.accuracy.evaluators import get_accuracy
+    from hwnas.accuracy import get_accuracy
 
     space = get_space("mbv2", resolutions=(32,), widths=(0.5,))
     genome = [0] * space.size

@@ -223,7 +223,7 @@ def test_emulated_latency_and_the_model_estimate(small_f746):
 
 def test_train_evaluates_the_deployed_int8_network():
     from hwnas.arch import get_space
-    from hwnas.accuracy.evaluators import get_accuracy
+    from hwnas.accuracy import get_accuracy
 
     space = get_space("mbv2", resolutions=(32,), widths=(0.5,))
     genome = [0] * space.size
