@@ -63,6 +63,10 @@ import tvm
 from tvm import relax
 
 from hwnas.errors import InvalidConfigError
+from hwnas.hss.quant import DEFAULT, FLOAT, GROUP_KNOBS
+from hwnas.ir.lower import compile_module
+from hwnas.passes.fold_batch_norm import FoldBatchNorm
+from hwnas.util import filtered_native_stderr
 
 #: the function attribute that carries the input/output scales (JSON)
 QUANT_ATTR = "hwnas.quantization"
@@ -122,8 +126,6 @@ class QuantSpec:
     def from_config(cls, hw: Mapping[str, Any]) -> QuantSpec | None:
         """The spec of a hardware config's quantization knobs (:mod:`hwnas.hss.quant`); None when the
         config quantizes nothing (float weights everywhere and float activations)."""
-        from hwnas.hss.quant import DEFAULT, FLOAT, GROUP_KNOBS
-
         def bits(v):
             return None if v == FLOAT else int(v)
 
@@ -254,9 +256,6 @@ def calibrate(mod, batch: np.ndarray, wanted: set | None = None) -> dict[Any, fl
     constant folding: TVM's FoldConstant compiles every foldable call, seconds per network) and run
     once per input.
     """
-    from hwnas.ir.lower import compile_module
-    from hwnas.util import filtered_native_stderr
-
     flat = relax.transform.ToNonDataflow()(mod)
     main = flat["main"]
     # ToNonDataflow keeps the bindings in order: the i-th tensor of ``flat`` is the i-th of ``mod``
@@ -780,7 +779,6 @@ class QuantizeModule:
             return mod
         if len(mod["main"].params) != 1:
             raise InvalidConfigError(f"quantization needs a model with one input, got {len(mod['main'].params)}")
-        from hwnas.passes.fold_batch_norm import FoldBatchNorm
 
         mod = FoldBatchNorm()(mod)  # a conv's batch norm becomes its weights and bias: integer, not float
         shape = _shape(mod["main"].params[0])
