@@ -24,8 +24,6 @@ from hwnas.util import file_sha256, file_stamp
 
 __all__ = ["ImageData", "check_classes", "data_option", "image_data", "to_input"]
 
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageData:
     """A classification set at its native resolution, normalised by the training statistics."""

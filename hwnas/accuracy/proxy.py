@@ -28,7 +28,6 @@ from hwnas.errors import InvalidConfigError, RunError
 
 __all__ = ["PROXY_KINDS", "ProxyAccuracy"]
 
-
 PROXY_KINDS: tuple[str, ...] = ("naswot", "synflow")
 
 

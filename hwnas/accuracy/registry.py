@@ -184,10 +184,11 @@ def get_accuracy(spec: str, *, for_space: ArchSpace | None = None, **options: An
     return cls(**options)
 
 
-# --------------------------------------------------------------------------- option checks
+# --------------------------------------------------------------------------- options shared by the evaluators
 
 
 def int_option(evaluator: str, option: str, value: object, *, minimum: int) -> int:
+    """An integer >= ``minimum`` (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise InvalidConfigError(
             f"accuracy evaluator {evaluator}: option {option} must be an integer >= {minimum}, got {value!r}"
@@ -196,6 +197,7 @@ def int_option(evaluator: str, option: str, value: object, *, minimum: int) -> i
 
 
 def positive_float_option(evaluator: str, option: str, value: object) -> float:
+    """A finite number > 0."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
@@ -209,12 +211,12 @@ def positive_float_option(evaluator: str, option: str, value: object) -> float:
 
 
 def choice_option(evaluator: str, option: str, value: object, choices: Sequence[str]) -> str:
+    """One of ``choices``."""
     if value not in choices:
         raise InvalidConfigError(
             f"accuracy evaluator {evaluator}: option {option} must be one of {', '.join(choices)}, got {value!r}"
         )
     return str(value)
-
 
 
 def fraction_option(evaluator: str, option: str, value: object, *, zero_allowed: bool) -> float:

@@ -226,6 +226,7 @@ class TrainAccuracy(AccuracyEvaluator):
     def _recalibrate_batchnorm(
         self, model: nn.Module, data: ImageData, shape: Sequence[int], gen: torch.Generator
     ) -> None:
+        """Re-estimate the batch-norm statistics on ``bn_batches`` training batches drawn with ``gen``."""
         norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms or self.bn_batches == 0:
             return
@@ -244,6 +245,7 @@ class TrainAccuracy(AccuracyEvaluator):
 
     @staticmethod
     def _count_correct(model: nn.Module, data: ImageData, shape: Sequence[int]) -> int:
+        """Correct test predictions of the float network."""
         model.eval()
         k = data.num_classes
         correct = 0
