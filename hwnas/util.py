@@ -49,6 +49,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """A cache key that changes when the file does: resolved path, mtime, size."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
 def keyword_options(cls: type) -> list[str]:
     """Names of the keyword-only parameters of ``cls.__init__`` (a registry's accepted options)."""
     params = inspect.signature(cls.__init__).parameters.values()
