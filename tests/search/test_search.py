@@ -17,7 +17,9 @@ import pytest
 
 from hwnas.errors import InvalidConfigError
 from hwnas.cli.report import load_run, write_report
-from hwnas.search.run import FORMULATIONS, Bound, Search, SearchConfig, pareto_front
+from hwnas.search.config import FORMULATIONS, SearchConfig
+from hwnas.search.driver import Search
+from hwnas.search.objectives import pareto_front
 
 TOY = str(Path(__file__).with_name("toy_target.py"))
 PROXY = {"accuracy": "proxy", "accuracy_options": {"kind": "synflow"}}
