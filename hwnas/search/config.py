@@ -206,4 +206,3 @@ def use_remote(targets: Sequence, device) -> None:
         targets[0].use_remote(device)  # the target's own one-line refusal
     for t in able:
         t.use_remote(device)
-

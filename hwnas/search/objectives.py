@@ -18,6 +18,7 @@ from hwnas.search.config import Bound
 #: by the reference network's value on that target, then the largest, or the geometric mean, is taken
 AGGREGATIONS = ("worst", "geomean")
 
+
 @dataclasses.dataclass(frozen=True)
 class Term:
     """One objective or constraint metric, resolved to a target (None: accuracy, target-independent),
@@ -193,7 +194,8 @@ def is_feasible(point: Point, checks: Sequence[tuple[Term, Bound]]) -> bool:
     return True
 
 
-def pareto_front(points: Sequence[Point], objectives: Sequence[Term], checks: Sequence[tuple[Term, Bound]]) -> list[Point]:
+def pareto_front(points: Sequence[Point], objectives: Sequence[Term],
+                 checks: Sequence[tuple[Term, Bound]]) -> list[Point]:
     """The feasible, non-dominated points (objectives minimised after flipping maximised ones), in
     lexicographic order of their objective vectors; of identical vectors, the first point is kept."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting

@@ -54,4 +54,3 @@ class JointSpace:
 def point_key(genome: Sequence[int], hws: Sequence[dict[str, Any]]) -> str:
     blob = json.dumps({"genome": list(genome), "hw": list(hws)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
