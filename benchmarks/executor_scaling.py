@@ -1,6 +1,6 @@
 """Evaluations per minute against the number of workers, for the process pool and a distributed executor.
 
-Each executor runs the search's own worker function (:class:`hwnas.search.run.PointEvaluator`:
+Each executor runs the search's own worker function (:class:`hwnas.search.worker.PointEvaluator`:
 export, import, the target's passes, compile, cost, accuracy) on distinct random points of a space
 x target, with 1, 2, ... workers. A cluster's workers journal their store writes and this process
 replays them into a results store, as a search does, so that cost is counted too. Before timing,
@@ -31,7 +31,9 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.pipeline.executor import make_executor, require
-from hwnas.search.run import JointSpace, PointEvaluator, SearchConfig, WorkerSetup, _worker_init, _worker_work
+from hwnas.search.config import SearchConfig
+from hwnas.search.space import JointSpace, point_key
+from hwnas.search.worker import PointEvaluator, WorkerSetup, _worker_init, _worker_work
 from hwnas.pipeline.store import Journal, ResultStore
 from hwnas.ir.runtime import host_cores
 
@@ -41,7 +43,6 @@ RUN_ID = "bench"
 def distinct_points(joint: JointSpace, n: int, seed: int) -> list[tuple]:
     """``n`` distinct valid points of the joint space as search tasks (genome, hardware configs)."""
     from hwnas.errors import InvalidConfigError
-    from hwnas.search.run import point_key
 
     rng = np.random.default_rng(seed)
     tasks, seen = [], set()

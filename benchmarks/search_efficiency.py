@@ -4,7 +4,7 @@ On nb201 with the published CIFAR-10 accuracies (``accuracy="table"``) and a
 published latency column (``published:raspi4`` by default), every one of the
 15,625 cells is known, so the exact accuracy x latency Pareto front and its
 hypervolume are computed here from the data tables. Each method runs the real
-:class:`hwnas.search.run.Search` (in-process, ``workers=0``, into a
+:class:`hwnas.search.driver.Search` (in-process, ``workers=0``, into a
 temporary folder) for several seeds and budgets; methods: ``nsga2`` (plain NSGA-II,
 ``surrogate="none"``), ``nsga2-xgb`` (NSGA-II whose offspring are screened by the XGBoost
 ensemble, ``surrogate="xgb"``), ``random``. From the points each run evaluated:
@@ -38,12 +38,14 @@ import tempfile
 import time
 
 import numpy as np
+from pymoo.indicators.hv import HV
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from hwnas.arch.nb201 import NUM_ARCHS, genome_to_index, index_to_genome, live_genome
 from hwnas.data import require_data_file
 from hwnas.errors import DataNotFoundError
-from hwnas.pipeline.indicators import hypervolume_2d, pareto_mask
-from hwnas.search.run import Search, SearchConfig
+from hwnas.search.config import SearchConfig
+from hwnas.search.driver import Search
 from hwnas.targets.published import NB201_DEVICES
 
 #: accuracy evaluator dataset -> column of nb201/accuracy.csv
@@ -96,18 +98,29 @@ def load_tables(device: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
     return acc, lat
 
 
+def hypervolume(F: np.ndarray, ref: np.ndarray) -> float:
+    """The area that the points ``F`` (both objectives minimised) dominate, bounded by ``ref`` (pymoo's
+    hypervolume; points that do not dominate ``ref`` add nothing)."""
+    return float(HV(ref_point=np.asarray(ref, dtype=float))(np.asarray(F, dtype=float).reshape(-1, 2)))
+
+
+def front_indices(F: np.ndarray) -> set[int]:
+    """The rows of ``F`` on its Pareto front (minimised; every copy of a non-dominated vector counts)."""
+    return set(NonDominatedSorting().do(np.asarray(F, dtype=float), only_non_dominated_front=True).tolist())
+
+
 class Exact:
     """The whole space's objective vectors (accuracy negated), its front and hypervolumes."""
 
     def __init__(self, acc: np.ndarray, lat: np.ndarray) -> None:
         self.acc, self.lat = acc, lat
         self.F = np.column_stack([-acc, lat])
-        self.front_cells = set(np.flatnonzero(pareto_mask(self.F)).tolist())
+        self.front_cells = front_indices(self.F)
         self.refs = {
             "median": np.array([-float(np.median(acc)), float(np.median(lat))]),
             "loose": np.array([-0.0, float(lat.max())]),
         }
-        self.hv = {name: hypervolume_2d(self.F, ref) for name, ref in self.refs.items()}
+        self.hv = {name: hypervolume(self.F, ref) for name, ref in self.refs.items()}
 
 
 def noise_ceiling(exact: Exact, per_group=(1, 2, 5, 10), draws: int = 200) -> list[tuple[int, int, float]]:
@@ -133,7 +146,7 @@ def noise_ceiling(exact: Exact, per_group=(1, 2, 5, 10), draws: int = 200) -> li
         for s in range(draws):
             rng = random.Random(s)
             picked = [j for g in groups for j in rng.sample(g, min(k, len(g)))]
-            ratios.append(hypervolume_2d(exact.F[picked], exact.refs["median"]) / exact.hv["median"])
+            ratios.append(hypervolume(exact.F[picked], exact.refs["median"]) / exact.hv["median"])
         out.append((k, sum(min(k, len(g)) for g in groups), statistics.fmean(ratios)))
     return out
 
@@ -167,8 +180,8 @@ def run_one(exact: Exact, args, method: str, budget: int, seed: int) -> dict:
     return {
         "method": method, "budget": budget, "seed": seed, "pop_size": args.pop_size, "evaluated": evaluated,
         "distinct_cells": len(cells),
-        "hv_median": hypervolume_2d(F, exact.refs["median"]) / exact.hv["median"],
-        "hv_loose": hypervolume_2d(F, exact.refs["loose"]) / exact.hv["loose"],
+        "hv_median": hypervolume(F, exact.refs["median"]) / exact.hv["median"],
+        "hv_loose": hypervolume(F, exact.refs["loose"]) / exact.hv["loose"],
         "front_found": len(cells & exact.front_cells),
         "front_share": len(cells & exact.front_cells) / len(exact.front_cells),
         "seconds": seconds,

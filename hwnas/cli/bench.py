@@ -104,7 +104,8 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
 
 def run_search(config_kwargs: dict[str, Any], cost: str) -> tuple[float, int]:
     """Wall seconds and points of one seeded search priced with ``cost``."""
-    from hwnas.search.run import Search, SearchConfig
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
 
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-search-") as out:
         t0 = time.perf_counter()

@@ -157,7 +157,9 @@ def _options(pairs: Sequence[str] | None, what: str) -> dict:
 
 def cmd_search(args) -> int:
     from hwnas.cli.report import write_report
-    from hwnas.search.run import Search, SearchConfig, apply_aggregate
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
+    from hwnas.search.objectives import apply_aggregate
     from hwnas.ir.runtime import host_cores
 
     objectives = apply_aggregate([o.strip() for o in args.objectives.split(",") if o.strip()], args.aggregate)

@@ -13,23 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError, InvalidConfigError
-from hwnas.search.run import (
+from hwnas.search.config import (
+    LADDER_TOLERANCE,
     REFERENCE_KEY,
     REFERENCE_NAMESPACE,
     Bound,
-    Point,
-    Search,
     SearchConfig,
-    Term,
-    describe_numerics,
-    is_feasible,
     load_plugins,
-    numerics_key,
+)
+from hwnas.search.driver import Search
+from hwnas.search.objectives import (
+    Point,
+    Term,
+    is_feasible,
     pareto_front,
     resolve_bounds,
     resolve_terms,
     with_references,
 )
+from hwnas.search.worker import PointEvaluator, WorkerSetup, describe_numerics, numerics_key
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,8 @@ def ladder_rows(points: list[Point], repriced: dict[str, dict], objectives: list
     """The cost ladder's comparison: one row per re-priced point, target and cost objective.
 
     ``rel_err``: (cheap - re-priced) / re-priced; ``disagree``: beyond
-    :data:`~hwnas.search.run.LADDER_TOLERANCE`, or the re-pricing failed.
+    :data:`~hwnas.search.config.LADDER_TOLERANCE`, or the re-pricing failed.
     """
-    from hwnas.search.run import LADDER_TOLERANCE
-
     rows = []
     by_key = {p.key: p for p in points}
     for key, per_target in repriced.items():
@@ -144,12 +144,10 @@ def transfer_table(out_dir: Path, config: SearchConfig, points: list[Point], obj
     of B's own best point; None for a single-target run or one without a cost objective every target defines.
 
     A cell the search did not evaluate is evaluated now, for real, and recorded in the store under
-    :data:`~hwnas.search.run.EXTRA_RUN_ID` (a rebuilt report reads it back). Each cell: ``value`` (the
+    :data:`~hwnas.search.config.EXTRA_RUN_ID` (a rebuilt report reads it back). Each cell: ``value`` (the
     transfer metric on B), ``ratio`` (value / B's own best), ``rank`` among the ``of`` candidates on B (1:
     B's best), ``feasible`` (B's constraints), ``run`` (whose evaluation: ``search`` or ``extra``).
     """
-    from hwnas.search.run import PointEvaluator, WorkerSetup
-
     from hwnas.targets import get_target
 
     specs = list(config.targets)

@@ -2,8 +2,9 @@
 
 :func:`network_features` summarises a compiled network (per kernel kind:
 MACs, FLOPs, bytes and calls; totals; the hardware knobs);
-:class:`LatencyPredictor` holds an ensemble (bootstrap XGBoost, or MLPs in
-torch) over them and returns a mean and the ensemble's spread as its error
+:class:`LatencyPredictor` holds a bootstrap ensemble
+(:class:`~hwnas.cost.ensemble.BootstrapEnsemble` of XGBoost regressors, or of
+MLPs in torch) over them and returns a mean and the ensemble's spread as its error
 bar. Training from measured candidates is :mod:`hwnas.pipeline.predictor`.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.cost.ensemble import BootstrapEnsemble, fit_xgb
 from hwnas.errors import InvalidConfigError
 from hwnas.ir.workloads import Workload
 
@@ -76,10 +78,10 @@ class LatencyPredictor:
             raise InvalidConfigError(f"unknown predictor kind {kind!r}; known: {', '.join(self.KINDS)}")
         self.kind = kind
         self.feature_names = list(feature_names)
-        self.n_models = int(n_models)
-        self.seed = int(seed)
         self.metadata = dict(metadata or {})
-        self.models: list[Any] = []
+        #: the members are what is saved: a booster's raw JSON (xgb), a state dict of lists (mlp)
+        self.ensemble = BootstrapEnsemble(self._fit_one, self._predict_one, n_models=n_models, seed=seed,
+                                          seed_stride=1009)
         self.mu = self.sigma = None
 
     def _matrix(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
@@ -95,21 +97,12 @@ class LatencyPredictor:
             raise InvalidConfigError(f"a predictor needs at least 4 measured samples, got {len(X)}")
         self.mu = X.mean(axis=0)
         self.sigma = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
-        Z = (X - self.mu) / self.sigma
-        rng = np.random.default_rng(self.seed)
-        self.models = []
-        for i in range(self.n_models):
-            rows_i = np.arange(len(Z)) if i == 0 else rng.integers(0, len(Z), len(Z))
-            self.models.append(self._fit_one(Z[rows_i], y[rows_i], self.seed * 1009 + i))
+        self.ensemble.fit((X - self.mu) / self.sigma, y)
         return self
 
     def _fit_one(self, Z: np.ndarray, y: np.ndarray, seed: int):
         if self.kind == "xgb":
-            from xgboost import XGBRegressor
-
-            model = XGBRegressor(n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.9,
-                                 tree_method="hist", n_jobs=1, random_state=seed, verbosity=0)
-            model.fit(Z, y)
+            model = fit_xgb(Z, y, seed, n_estimators=300, max_depth=4, learning_rate=0.05, subsample=0.9)
             return model.get_booster().save_raw(raw_format="json").decode()
         import torch
 
@@ -127,11 +120,9 @@ class LatencyPredictor:
 
     def predict(self, rows: Sequence[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """(mean ms, spread ms) per row: the ensemble's mean of exp(log-latency) and its standard deviation."""
-        if not self.models:
+        if not self.ensemble.members:
             raise InvalidConfigError("the predictor has no trained models")
-        Z = (self._matrix(rows) - self.mu) / self.sigma
-        preds = np.exp(np.stack([self._predict_one(m, Z) for m in self.models]))
-        return preds.mean(axis=0), preds.std(axis=0)
+        return self.ensemble.predict((self._matrix(rows) - self.mu) / self.sigma, np.exp)
 
     def _predict_one(self, model, Z: np.ndarray) -> np.ndarray:
         if self.kind == "xgb":
@@ -148,8 +139,8 @@ class LatencyPredictor:
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "hwnas-latency-predictor/1", "kind": self.kind, "features": self.feature_names,
-                "n_models": self.n_models, "seed": self.seed, "mu": list(map(float, self.mu)),
-                "sigma": list(map(float, self.sigma)), "metadata": self.metadata, "models": self.models}
+                "n_models": self.ensemble.n_models, "seed": self.ensemble.seed, "mu": list(map(float, self.mu)),
+                "sigma": list(map(float, self.sigma)), "metadata": self.metadata, "models": self.ensemble.members}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -178,7 +169,7 @@ def _load_predictor(path: str) -> LatencyPredictor:
     p = LatencyPredictor(data["kind"], data["features"], n_models=data["n_models"], seed=data["seed"],
                          metadata=data.get("metadata"))
     p.mu, p.sigma = np.array(data["mu"]), np.array(data["sigma"])
-    p.models = data["models"]
+    p.ensemble.members = data["models"]
     return p
 
 

@@ -97,7 +97,7 @@ def errors(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, f
 
 def train(samples: Sequence[Sample], *, kind: str, seed: int, target, space_name: str,
           holdout: float = 0.2):
-    """A :class:`~hwnas.cost.lut.LatencyPredictor` fitted on ``samples``, with held-out error.
+    """A :class:`~hwnas.cost.predictor.LatencyPredictor` fitted on ``samples``, with held-out error.
 
     The samples are shuffled with ``seed``; the last ``holdout`` share is held
     out for the reported error; the saved model is then refitted on all.

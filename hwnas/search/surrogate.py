@@ -10,15 +10,14 @@ NPENAS or surrogate-screened MOEAs).
   position, gene ``i`` taking values ``0 .. cardinalities[i] - 1``) into
   feature vectors: one indicator per (gene, value), plus each gene's raw index
   (trees split ordinal hardware knobs - tile sizes, thread counts - on it).
-* :class:`SurrogateEnsemble` is a bootstrap ensemble of XGBoost regressors,
-  one multi-output model per bootstrap resample, predicting every column of a
-  target matrix at once; the spread of its members is the uncertainty
-  estimate used by the acquisition (optimistic predictions ``mean - k * std``).
+* :class:`SurrogateEnsemble` is a bootstrap ensemble of XGBoost regressors
+  (:class:`hwnas.cost.ensemble.BootstrapEnsemble`), one multi-output model per
+  bootstrap resample, predicting every column of a target matrix at once; the
+  spread of its members is the uncertainty estimate used by the acquisition
+  (optimistic predictions ``mean - k * std``).
 
-Both are deterministic for a seed: the bootstrap resamples come from
-``numpy.random.default_rng(seed)``, each booster gets its own fixed
-``random_state`` and runs on one thread (``n_jobs=1``), so the same data and
-seed give the same predictions bit for bit.
+Both are deterministic for a seed: the same data and seed give the same
+predictions bit for bit.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from hwnas.cost.ensemble import BootstrapEnsemble, fit_xgb
 
 
 class OneHotEncoder:
@@ -57,35 +58,25 @@ class OneHotEncoder:
 class SurrogateEnsemble:
     """Bootstrap ensemble of XGBoost regressors over one-hot encoded categorical genomes.
 
-    ``fit(X, Y)`` trains ``n_models`` boosters, each on a bootstrap resample of
-    the rows (the first on all rows: with few points a resample drops too
-    much), on the targets standardised per column; ``predict(X)`` returns the
-    members' mean and standard deviation, in the targets' own units, each of
-    shape ``(len(X), n_targets)`` (``(len(X),)`` when ``Y`` was one column).
-
-    The members' spread says where the model is unsure; it underestimates the
-    error where all members agree on what none can learn (measurement noise).
+    ``fit(X, Y)`` trains ``n_models`` boosters (a :class:`~hwnas.cost.ensemble.BootstrapEnsemble`) on
+    the targets standardised per column; ``predict(X)`` returns the members' mean and standard
+    deviation, in the targets' own units, each of shape ``(len(X), n_targets)`` (``(len(X),)`` when
+    ``Y`` was one column).
     """
 
     def __init__(self, cardinalities: Sequence[int], *, n_models: int = 5, n_estimators: int = 150,
                  max_depth: int = 4, learning_rate: float = 0.1, subsample: float = 1.0,
                  colsample_bytree: float = 1.0, min_child_weight: float = 1.0, seed: int = 0,
                  ordinal: bool = True) -> None:
-        if n_models < 1:
-            raise ValueError(f"n_models must be >= 1, got {n_models}")
         self.encoder = OneHotEncoder(cardinalities, ordinal=ordinal)
-        self.n_models = n_models
-        self.params = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
-                           subsample=subsample, colsample_bytree=colsample_bytree,
-                           min_child_weight=min_child_weight, tree_method="hist", n_jobs=1, verbosity=0)
-        self.seed = int(seed)
-        self.models: list = []
+        params = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
+                      subsample=subsample, colsample_bytree=colsample_bytree, min_child_weight=min_child_weight)
+        self.ensemble = BootstrapEnsemble(lambda X, y, seed: fit_xgb(X, y, seed, **params), self._predict_member,
+                                          n_models=n_models, seed=seed)
         self._center = self._scale = None
         self._vector = False
 
     def fit(self, X: Sequence[Sequence[int]] | np.ndarray, Y: Sequence | np.ndarray) -> SurrogateEnsemble:
-        from xgboost import XGBRegressor
-
         features = self.encoder.transform(X)
         Y = np.asarray(Y, dtype=np.float64)
         self._vector = Y.ndim == 1
@@ -97,27 +88,20 @@ class SurrogateEnsemble:
         self._center = Y.mean(axis=0)
         self._scale = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
         Z = (Y - self._center) / self._scale
-        rng = np.random.default_rng(self.seed)
-        self.models = []
-        for i in range(self.n_models):
-            rows = np.arange(len(features)) if i == 0 else rng.integers(0, len(features), len(features))
-            model = XGBRegressor(random_state=(self.seed * 7919 + i) % (2**31), **self.params)
-            model.fit(features[rows], Z[rows] if Z.shape[1] > 1 else Z[rows, 0])
-            self.models.append(model)
+        self.ensemble.fit(features, Z if Z.shape[1] > 1 else Z[:, 0])
         return self
 
+    def _predict_member(self, model, features: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(features), dtype=np.float64).reshape(len(features), len(self._center))
+
     def predict(self, X: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.models:
+        if not self.ensemble.members:
             raise RuntimeError("fit the surrogate before predicting")
         features = self.encoder.transform(X)
-        n_targets = len(self._center)
         if not len(features):
-            empty = np.zeros((0,) if self._vector else (0, n_targets))
+            empty = np.zeros((0,) if self._vector else (0, len(self._center)))
             return empty, empty.copy()
-        preds = np.stack([np.asarray(m.predict(features), dtype=np.float64).reshape(len(features), n_targets)
-                          for m in self.models])
-        preds = preds * self._scale + self._center
-        mean, std = preds.mean(axis=0), preds.std(axis=0)
+        mean, std = self.ensemble.predict(features, lambda preds: preds * self._scale + self._center)
         if self._vector:
             return mean[:, 0], std[:, 0]
         return mean, std

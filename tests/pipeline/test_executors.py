@@ -20,7 +20,8 @@ import pytest
 from hwnas.errors import InvalidConfigError
 from hwnas.cli.commands import main
 from hwnas.pipeline.executor import make_executor, require
-from hwnas.search.run import Search, SearchConfig
+from hwnas.search.config import SearchConfig
+from hwnas.search.driver import Search
 
 TOY = str(Path(__file__).resolve().parents[1] / "search" / "toy_target.py")
 HAS_DASK = importlib.util.find_spec("distributed") is not None

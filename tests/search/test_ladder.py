@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hwnas.cli.report import ladder_rows, write_report
-from hwnas.search.run import LADDER_TOLERANCE, Search, SearchConfig
+from hwnas.search.config import LADDER_TOLERANCE, SearchConfig
+from hwnas.search.driver import Search
 
 
 def test_ladder_reprices_every_front_point_and_reports_disagreements(tmp_path):

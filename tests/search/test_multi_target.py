@@ -20,14 +20,9 @@ import pytest
 from hwnas.arch import get_space
 from hwnas.pipeline.evaluate import Candidate, evaluate
 from hwnas.cli.report import write_report
-from hwnas.search.run import (
-    EXTRA_RUN_ID,
-    REFERENCE_KEY,
-    REFERENCE_NAMESPACE,
-    Search,
-    SearchConfig,
-    apply_aggregate,
-)
+from hwnas.search.config import EXTRA_RUN_ID, REFERENCE_KEY, REFERENCE_NAMESPACE, SearchConfig
+from hwnas.search.driver import Search
+from hwnas.search.objectives import apply_aggregate
 from hwnas.targets import get_target
 
 TARGETS = ("asic:eyeriss", "fpga:eyeriss")

@@ -12,7 +12,9 @@ from scipy.stats import kendalltau
 
 from hwnas.errors import InvalidConfigError
 from hwnas.search import surrogate as surrogate_module
-from hwnas.search.run import SURROGATES, Search, SearchConfig, select_by_prediction
+from hwnas.search.config import SURROGATES, SearchConfig
+from hwnas.search.driver import Search
+from hwnas.search.screening import select_by_prediction
 from hwnas.search.surrogate import OneHotEncoder, SurrogateEnsemble
 
 TOY = str(Path(__file__).with_name("toy_target.py"))

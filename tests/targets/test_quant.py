@@ -416,7 +416,8 @@ def _check_report(run_dir, space_layers: bool) -> int:
 def test_bit_widths_are_held_at_float_when_no_accuracy_runs_the_deployed_network(block_onnx, tmp_path):
     # latency and size only: 2-bit weights would look free, so the search keeps the float network
     from hwnas.hss.quant import KNOBS
-    from hwnas.search.run import Search, SearchConfig
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
 
     cfg = SearchConfig(targets=("cpu",), space=None, onnx=str(block_onnx),
                        objectives=("latency_ms", "params_packed_kb"), budget=4, pop_size=4,
@@ -433,7 +434,8 @@ def test_bit_widths_are_held_at_float_when_no_accuracy_runs_the_deployed_network
 
 @pytest.mark.slow
 def test_search_of_architecture_and_bit_widths(tmp_path):
-    from hwnas.search.run import Search, SearchConfig
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
 
     cfg = SearchConfig(targets=("cpu",), space="mbv2", space_options={"resolutions": [32], "widths": [0.25]},
                        objectives=("accuracy", "latency_ms", "params_packed_kb"), accuracy="train",

@@ -19,7 +19,8 @@ from hwnas.arch import get_space
 from hwnas.errors import InvalidConfigError
 from hwnas.cli.commands import main
 from hwnas.pipeline.evaluate import Candidate, evaluate
-from hwnas.search.run import Search, SearchConfig
+from hwnas.search.config import SearchConfig
+from hwnas.search.driver import Search
 from hwnas.ir import runtime as measure
 from hwnas.targets import get_target
 from hwnas.targets.remote import RemoteDevice, RemoteError, measure_remote

@@ -141,7 +141,9 @@ def test_bundle_holds_arch_description_mapping_table_and_host_library(tmp_path, 
 
 def test_over_budget_designs_are_infeasible_points_of_a_real_search(tmp_path):
     from hwnas.cli.report import write_report
-    from hwnas.search.run import Search, SearchConfig, is_feasible
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
+    from hwnas.search.objectives import is_feasible
 
     cfg = SearchConfig(targets=("asic:eyeriss@8",), space="nb201", formulation="random", budget=3, pop_size=3,
                        workers=0, seed=1, accuracy="proxy", accuracy_options={"kind": "synflow"},

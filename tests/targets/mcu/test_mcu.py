@@ -289,7 +289,8 @@ def test_cli_compile_writes_a_bundle_that_builds(small_onnx, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("formulation", ["fit-first", "nsga2"])
 def test_search_with_memory_constraints(tmp_path, formulation):
-    from hwnas.search.run import Search, SearchConfig
+    from hwnas.search.config import SearchConfig
+    from hwnas.search.driver import Search
 
     cfg = SearchConfig(targets=("mcu:stm32f746",), space="mbv2",
                        space_options={"resolutions": [32, 64], "widths": [0.25, 0.5]},
