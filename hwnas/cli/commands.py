@@ -84,6 +84,8 @@ def _format_metric(name: str, value: float) -> str:
 
 
 def cmd_compile(args) -> int:
+    import tempfile
+
     import numpy as np
 
     from hwnas.arch import get_space
@@ -118,8 +120,9 @@ def cmd_compile(args) -> int:
         target.repeats = args.repeats
     check_out_dir(Path(args.out).resolve(), args.overwrite)  # before any slow work
     print(f"compiling for {target.spec} ...", file=sys.stderr)
-    ev = evaluate(candidate, target, cost=args.cost)
-    manifest = write_bundle(ev, args.out, overwrite=args.overwrite)
+    with tempfile.TemporaryDirectory(prefix="hwnas-compile-") as work:  # the ONNX export, until it is bundled
+        ev = evaluate(candidate, target, cost=args.cost, workdir=work)
+        manifest = write_bundle(ev, args.out, overwrite=args.overwrite)
     arch = candidate.architecture()
     print(f"architecture: {arch.get('description') or arch.get('onnx')}")
     print(f"hardware:     {json.dumps(ev.hw)}")

@@ -118,6 +118,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write the bundle of ``evaluation`` to ``out_dir``; return the manifest path."""
     out = Path(out_dir).resolve()
+    if evaluation.onnx_path is None:
+        raise ArtifactError("this evaluation kept no ONNX file to bundle; evaluate it with a workdir")
     check_out_dir(out, overwrite)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
