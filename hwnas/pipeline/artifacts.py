@@ -19,6 +19,7 @@ import numpy as np
 
 import hwnas
 from hwnas.errors import ArtifactError
+from hwnas.metrics import overflows
 from hwnas.pipeline.evaluate import Evaluation
 from hwnas.util import file_sha256
 
@@ -152,6 +153,8 @@ def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:
 
     model = onnx.load(str(files["onnx"]), load_external_data=False)
     out_names = [o.name for o in model.graph.output]
+    capacity = ev.target.capacity()
+    over = overflows(ev.metrics, capacity)
     return {
         "format": "hwnas-bundle/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -160,6 +163,10 @@ def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:
         "tvm_target": str(built.tvm_target),
         "hw": ev.hw,
         "metrics": ev.metrics,
+        # False when a metric is over the device's capacity (the figures in "overflow"): the bundle will not fit
+        "fits": not over,
+        "capacity": capacity,
+        "overflow": over,
         "timings_s": {k: round(v, 4) for k, v in ev.timings.items()},
         "inputs": [
             {"name": n, "shape": list(built.inputs[n][0]), "dtype": built.inputs[n][1]} for n in names

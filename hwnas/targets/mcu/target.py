@@ -223,6 +223,10 @@ class McuTarget(QuantizedDeployment, Target):
             quantization=quant, workloads=wls,
         )
 
+    def capacity(self) -> dict[str, float]:
+        """The board's SRAM and flash (KiB): a bundle over either does not link (``will not fit in region RAM``)."""
+        return {"peak_memory_kb": float(self.board.sram_kb), "flash_kb": float(self.board.flash_kb)}
+
     # ------------------------------------------------------------------ cost
     def sram_bytes(self, built: McuBuilt) -> int:
         """Arena (activations) + the largest kernel workspace (heap and stack arrays)."""
