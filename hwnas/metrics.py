@@ -63,3 +63,9 @@ def check_values(values: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"metric {key} is not finite: {v!r}")
         out[key] = f
     return out
+
+
+def overflows(metrics: Mapping[str, float], capacity: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """The metrics over the device's ``capacity`` (see ``Target.capacity``): metric -> {value, limit}."""
+    return {k: {"value": float(metrics[k]), "limit": float(limit)}
+            for k, limit in capacity.items() if k in metrics and metrics[k] > limit}

@@ -84,9 +84,12 @@ def _format_metric(name: str, value: float) -> str:
 
 
 def cmd_compile(args) -> int:
+    import tempfile
+
     import numpy as np
 
     from hwnas.arch import get_space
+    from hwnas.metrics import overflows
     from hwnas.pipeline.artifacts import check_out_dir, write_bundle
     from hwnas.pipeline.evaluate import Candidate, evaluate
     from hwnas.ir.lower import load_onnx
@@ -118,8 +121,9 @@ def cmd_compile(args) -> int:
         target.repeats = args.repeats
     check_out_dir(Path(args.out).resolve(), args.overwrite)  # before any slow work
     print(f"compiling for {target.spec} ...", file=sys.stderr)
-    ev = evaluate(candidate, target, cost=args.cost)
-    manifest = write_bundle(ev, args.out, overwrite=args.overwrite)
+    with tempfile.TemporaryDirectory(prefix="hwnas-compile-") as work:  # the ONNX export, until it is bundled
+        ev = evaluate(candidate, target, cost=args.cost, workdir=work)
+        manifest = write_bundle(ev, args.out, overwrite=args.overwrite)
     arch = candidate.architecture()
     print(f"architecture: {arch.get('description') or arch.get('onnx')}")
     print(f"hardware:     {json.dumps(ev.hw)}")
@@ -127,6 +131,16 @@ def cmd_compile(args) -> int:
     for k, v in ev.metrics.items():
         print(f"  {k:16s} {_format_metric(k, v)}")
     print(f"bundle:       {manifest.parent}  (run: python {manifest.parent / 'run.py'})")
+    over = overflows(ev.metrics, target.capacity())  # as the manifest says
+    if over:
+        what = ", ".join(f"{k} {v['value']:.1f} > {v['limit']:g}" for k, v in over.items())
+        if args.allow_overflow:
+            print(f"hwnas: warning: the network does not fit {target.spec} ({what}); bundle kept "
+                  f"(--allow-overflow)", file=sys.stderr)
+            return 0
+        print(f"hwnas: error: the network does not fit {target.spec} ({what}): the bundle, marked \"fits\": false, "
+              f"will not link on the device; pass --allow-overflow to accept it", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -411,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for a sampled genome (default 0)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.add_argument("--allow-overflow", action="store_true",
+                   help="exit 0 although the network exceeds the device's memory (e.g. an MCU's SRAM or flash); "
+                        "without it such a compile writes the bundle marked \"fits\": false and exits 2")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("search", help="search architectures and hardware configs jointly")

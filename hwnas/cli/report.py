@@ -9,6 +9,7 @@ import csv
 import html
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -422,8 +423,9 @@ def emit_artifacts(out_dir: Path, config: SearchConfig, front: list[Point], *, l
             try:
                 if config.repeats is not None and hasattr(target, "repeats"):
                     target.repeats = config.repeats
-                ev = evaluate(cand, target, cost=config.cost)
-                write_bundle(ev, folder, overwrite=True)
+                with tempfile.TemporaryDirectory(prefix="hwnas-artifact-") as work:  # the export, until bundled
+                    ev = evaluate(cand, target, cost=config.cost, workdir=work)
+                    write_bundle(ev, folder, overwrite=True)
                 made.setdefault(p.key, []).append(rel)
             except HwnasError as exc:
                 log.warning("artifact of %s on %s failed: %s", p.key, target.spec, exc)

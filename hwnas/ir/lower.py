@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,11 +166,6 @@ def compile_module(mod, target):
     import tvm
 
     return tvm.compile(mod, target, relax_pipeline=lowering_pipeline())
-
-
-def scratch_dir() -> Path:
-    """A private temporary folder (the caller removes it)."""
-    return Path(tempfile.mkdtemp(prefix="hwnas-"))
 
 
 def build_module(mod, tgt, hw, *, what: str):

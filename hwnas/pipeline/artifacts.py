@@ -19,6 +19,7 @@ import numpy as np
 
 import hwnas
 from hwnas.errors import ArtifactError
+from hwnas.metrics import overflows
 from hwnas.pipeline.evaluate import Evaluation
 from hwnas.util import file_sha256
 
@@ -118,6 +119,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write the bundle of ``evaluation`` to ``out_dir``; return the manifest path."""
     out = Path(out_dir).resolve()
+    if evaluation.onnx_path is None:
+        raise ArtifactError("this evaluation kept no ONNX file to bundle; evaluate it with a workdir")
     check_out_dir(out, overwrite)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -150,6 +153,8 @@ def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:
 
     model = onnx.load(str(files["onnx"]), load_external_data=False)
     out_names = [o.name for o in model.graph.output]
+    capacity = ev.target.capacity()
+    over = overflows(ev.metrics, capacity)
     return {
         "format": "hwnas-bundle/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -158,6 +163,10 @@ def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:
         "tvm_target": str(built.tvm_target),
         "hw": ev.hw,
         "metrics": ev.metrics,
+        # False when a metric is over the device's capacity (the figures in "overflow"): the bundle will not fit
+        "fits": not over,
+        "capacity": capacity,
+        "overflow": over,
         "timings_s": {k: round(v, 4) for k, v in ev.timings.items()},
         "inputs": [
             {"name": n, "shape": list(built.inputs[n][0]), "dtype": built.inputs[n][1]} for n in names

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,7 +81,8 @@ class Evaluation:
     metrics: dict[str, float]
     #: the compiled module (None for targets that price without compiling)
     built: Built | None
-    #: the ONNX file the module was imported from (None when nothing was compiled)
+    #: the ONNX file the module was imported from (None when nothing was compiled, or when a space
+    #: candidate was exported to a temporary folder, which is gone once :func:`evaluate` returns)
     onnx_path: Path | None
     #: seconds spent per step: export, import, passes, compile, cost
     timings: dict[str, float]
@@ -105,10 +107,15 @@ def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
 
 def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
                       timings: dict[str, float]):
-    """Export (for a space candidate), import, apply the target's passes and build: (onnx model, built, path)."""
+    """Export (for a space candidate), import, apply the target's passes and build: (onnx model, built, path).
+
+    A space candidate is exported to ``workdir/model.onnx``; the caller owns ``workdir``.
+    """
     t0 = time.perf_counter()
     if candidate.space is not None:
-        folder = Path(workdir) if workdir is not None else lower.scratch_dir()
+        if workdir is None:
+            raise InvalidConfigError("compiling a space candidate needs a workdir for its ONNX export")
+        folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
         net = candidate.space.build(candidate.genome)
         onnx_path = lower.export_onnx(net, candidate.space.input_shape(candidate.genome), folder / "model.onnx")
@@ -147,7 +154,9 @@ def evaluate(
     """Lower ``candidate``, apply ``target``'s passes for its hardware config, build and cost it.
 
     ``workdir`` keeps the exported ONNX file (a space candidate is exported to
-    ``workdir/model.onnx``); without it a temporary folder is used.
+    ``workdir/model.onnx``); without it the export goes to a temporary folder
+    that is removed before this returns, and the evaluation's ``onnx_path`` is
+    None (pass a ``workdir`` to write a bundle of it).
     ``gate`` (see :class:`hwnas.pipeline.executor.MeasureGate`) keeps the cost
     step apart from other workers' compiling, so that measurements on one
     machine are not disturbed.
@@ -167,8 +176,11 @@ def evaluate(
         return Evaluation(candidate=candidate, target=target, hw=hw, metrics=check_values(values), built=None,
                           onnx_path=None, timings=timings)
 
-    with gate.busy():
-        model, built, onnx_path = compile_candidate(candidate, target, hw, workdir=workdir, timings=timings)
+    # a space candidate's export without a workdir lives only while it is imported (the model is then in memory)
+    keep = workdir is not None or candidate.space is None
+    with contextlib.nullcontext(workdir) if keep else tempfile.TemporaryDirectory(prefix="hwnas-") as folder:
+        with gate.busy():
+            model, built, onnx_path = compile_candidate(candidate, target, hw, workdir=folder, timings=timings)
 
     t0 = time.perf_counter()
     with gate.quiet() if target.needs_quiet(method) else contextlib.nullcontext():
@@ -178,6 +190,7 @@ def evaluate(
     timings["cost_s"] = time.perf_counter() - t0
     log.info("evaluated %s on %s: %s", candidate.key(hw), target.spec, metrics)
     return Evaluation(
-        candidate=candidate, target=target, hw=hw, metrics=metrics, built=built, onnx_path=Path(onnx_path),
+        candidate=candidate, target=target, hw=hw, metrics=metrics, built=built,
+        onnx_path=Path(onnx_path) if keep else None,
         timings=timings, device=target.measured_on(method),
     )

@@ -131,6 +131,12 @@ class Target(abc.ABC):
         e.g. its hardware budget; a point that violates one is infeasible, like a ``--constraint``."""
         return ()
 
+    def capacity(self) -> dict[str, float]:
+        """The most of a metric the device holds, by metric (e.g. ``peak_memory_kb``: its SRAM in KiB); a
+        compiled network over one of them does not fit (``hwnas compile`` refuses its bundle). {} when the
+        device bounds nothing."""
+        return {}
+
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         """Write the deployable files into ``out_dir``; return role -> path."""
         raise InvalidConfigError(f"target {self.spec} emits no artifacts")

@@ -11,6 +11,19 @@ def _gate(slots=3):
     return MeasureGate(multiprocessing.get_context("spawn"), slots)
 
 
+def _waiting(gate, n=1, timeout=5.0):
+    """Wait until ``n`` threads are blocked in the gate's condition (``Condition.wait``, as multiprocessing's own
+    ``Condition.__repr__`` counts them: sleepers minus woken); True once they are. A thread counted here has
+    released the lock and sleeps until a ``notify_all``, so what it guards cannot have happened yet."""
+    cond = gate._cond
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond._sleeping_count._semlock._get_value() - cond._woken_count._semlock._get_value() == n:
+            return True
+        time.sleep(0.001)
+    return False
+
+
 def _start(fn):
     t = threading.Thread(target=fn, daemon=True)
     t.start()
@@ -37,8 +50,8 @@ def test_a_measurement_waits_for_other_workers_to_finish_their_work():
     t1 = _start(compiling)
     assert started.wait(5)
     t2 = _start(measuring)
-    time.sleep(0.3)
-    assert log == ["compile start"]  # the measurement is waiting
+    assert _waiting(gate)  # the measurement is blocked in the gate
+    assert log == ["compile start"]
     release.set()
     t1.join(5), t2.join(5)
     assert log == ["compile start", "compile end", "measure"]
@@ -60,7 +73,7 @@ def test_new_work_waits_while_a_measurement_runs():
     t1 = _start(measuring)
     assert started.wait(5)
     t2 = _start(lambda: (a.busy().__enter__(), log.append("work")))
-    time.sleep(0.3)
+    assert _waiting(gate)  # the new work is blocked in the gate
     assert log == ["measure start"]
     done.set()
     t1.join(5), t2.join(5)
@@ -78,7 +91,7 @@ def test_a_worker_may_measure_after_its_own_work_and_a_killed_worker_is_cleared(
     killed.__enter__()
     log = []
     t = _start(lambda: (a.quiet().__enter__(), log.append("measured")))
-    time.sleep(0.3)
+    assert _waiting(gate)  # the measurement is blocked by the killed worker's slot
     assert log == []
     gate.clear(1)  # what the pool does when it kills worker 1
     t.join(5)

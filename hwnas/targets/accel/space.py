@@ -265,7 +265,8 @@ def accelerator_space(name: str, templates: tuple[str, ...], *, fpga: Board | No
 
 
 def architecture_description(cfg: AccelConfig, *, target: str, board_info: Board | None = None) -> dict[str, Any]:
-    """A Timeloop-like architecture tree of ``cfg`` (what ``arch.yaml`` / ``arch.json`` hold)."""
+    """A Timeloop-like architecture tree of ``cfg`` (what the bundle's ``arch.json`` holds; JSON is YAML 1.2,
+    so YAML readers such as Timeloop's read it as it is)."""
     capacity = cfg.glb_capacity()
     if isinstance(capacity, int):
         glb = [{"name": "GlobalBuffer", "class": "SRAM",
@@ -302,42 +303,3 @@ def architecture_description(cfg: AccelConfig, *, target: str, board_info: Board
         system["attributes"]["board"] = {"name": board_info.name, "part": board_info.part, "dsp": board_info.dsp,
                                          "bram36": board_info.bram36, "lut": board_info.lut}
     return {"architecture": {"version": "0.4-hwnas", "subtree": [system]}}
-
-
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """A small block-style YAML writer for the JSON-like trees above (no PyYAML dependency)."""
-    pad = "  " * indent
-    if isinstance(value, Mapping):
-        if not value:
-            return pad + "{}\n"
-        out = []
-        for k, v in value.items():
-            if isinstance(v, (Mapping, list)) and v:
-                out.append(f"{pad}{k}:\n{to_yaml(v, indent + 1)}")
-            else:
-                out.append(f"{pad}{k}: {_scalar(v)}\n")
-        return "".join(out)
-    if isinstance(value, list):
-        if not value:
-            return pad + "[]\n"
-        out = []
-        for v in value:
-            if isinstance(v, (Mapping, list)) and v:
-                body = to_yaml(v, indent + 1)
-                out.append(f"{pad}- {body.lstrip()}")
-            else:
-                out.append(f"{pad}- {_scalar(v)}\n")
-        return "".join(out)
-    return pad + _scalar(value) + "\n"
-
-
-def _scalar(v: Any) -> str:
-    import json
-
-    if isinstance(v, bool) or v is None:
-        return json.dumps(v)
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (Mapping, list)):
-        return json.dumps(v)
-    return json.dumps(str(v))  # quoted: names like "PE[0..167]" stay strings

@@ -49,7 +49,6 @@ from hwnas.targets.accel.space import (
     architecture_description,
     board,
     template,
-    to_yaml,
 )
 from hwnas.targets.accel.model import area_mm2, fpga_use
 from hwnas.ir import analysis
@@ -172,16 +171,14 @@ class AcceleratorTarget(Target):
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         out_dir = Path(out_dir)
         cfg = AccelConfig.from_hw(built.hw)
-        files = {"library": out_dir / "model.so", "arch_yaml": out_dir / "arch.yaml",
-                 "arch_json": out_dir / "arch.json", "mapping_csv": out_dir / "mapping.csv",
-                 "mapping_json": out_dir / "mapping.json"}
+        files = {"library": out_dir / "model.so", "arch_json": out_dir / "arch.json",
+                 "mapping_csv": out_dir / "mapping.csv", "mapping_json": out_dir / "mapping.json"}
         with filtered_native_stderr():
             built.executable.export_library(str(files["library"]))
         arch = architecture_description(cfg, target=self.spec, board_info=self.board_info)
         arch["architecture"]["budget_use"] = self.budget_use(cfg)
         if "area_mm2" in self.metrics:
             arch["architecture"]["area_mm2"] = area_mm2(cfg)
-        files["arch_yaml"].write_text(to_yaml(arch))
         files["arch_json"].write_text(json.dumps(arch, indent=2) + "\n")
         s = self.summary(built)
         files["mapping_json"].write_text(json.dumps(s["table"], indent=1) + "\n")

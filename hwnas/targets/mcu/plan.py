@@ -16,14 +16,14 @@
   arena, greedily by size (largest first, lowest offset that does not overlap
   a tensor alive at the same time), as TFLite Micro's greedy planner does.
 
-``arena_bytes`` plus the largest kernel workspace (read from the generated C,
-see :func:`kernel_workspace`) is the SRAM one inference needs.
+``arena_bytes`` plus the largest kernel workspace (the kernels' allocations in
+TVM's lowered TIR, see :func:`kernel_workspace`) is the SRAM one inference
+needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import networkx as nx
@@ -305,21 +305,43 @@ def plan_memory(graph: KernelGraph, *, order_mode: str = "program", inplace_dw: 
                       peak_live_bytes=_peak_live(graph, order, alias), inplace=inplace)
 
 
-_FUNC_RE = re.compile(r"^TVM_DLL int32_t __tvm_ffi_(\w+)\(void\* self_handle[^)]*\) \{$", re.M)
-_WS_RE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \w+, \(uint64_t\)(\d+)ULL")
-_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "bool": 1, "int16_t": 2, "uint16_t": 2, "half": 2, "int32_t": 4,
-                "uint32_t": 4, "float": 4, "int64_t": 8, "uint64_t": 8, "double": 8}
-_STACK_DECL = re.compile(r"^\s+(u?int(?:8|16|32|64)_t|float|double|bool|half)\s+\w+\[(\d+)\];", re.M)
+#: a CPU allocation of fewer bytes stays a stack array, a larger one is a TVMBackendAllocWorkspace call: TVM's
+#: ``runtime::kMaxStackAlloca`` (include/tvm/runtime/device_api.h), applied by the ``LowerTVMBuiltin`` pass
+MAX_STACK_ALLOCA = 1024
 
 
-def kernel_workspace(c_source: str) -> dict[str, dict[str, int]]:
-    """Per kernel of TVM's C source: ``heap`` (TVMBackendAllocWorkspace bytes, rounded to
-    :data:`ALIGN`, all live at once at worst) and ``stack`` (local arrays) bytes."""
+def kernel_workspace(lowered) -> dict[str, dict[str, int]]:
+    """Per PrimFunc of ``lowered`` (the kernels after TVM's default TIR pipeline, before ``LowerTVMBuiltin``):
+    ``heap`` (the TVMBackendAllocWorkspace bytes its allocations become, each rounded to :data:`ALIGN`, all
+    live at once at worst) and ``stack`` (its stack arrays) bytes, read from its ``AllocBuffer`` statements
+    and split as ``LowerTVMBuiltin`` splits them (:data:`MAX_STACK_ALLOCA`)."""
+    from hwnas.ir.workloads import nbytes, walk
+
     out: dict[str, dict[str, int]] = {}
-    starts = [(m.start(), m.group(1)) for m in _FUNC_RE.finditer(c_source)]
-    for k, (pos, name) in enumerate(starts):
-        body = c_source[pos: starts[k + 1][0] if k + 1 < len(starts) else len(c_source)]
-        heap = sum(_align(int(n)) for n in _WS_RE.findall(body))
-        stack = sum(int(n) * _CTYPE_BYTES[t] for t, n in _STACK_DECL.findall(body))
-        out[name] = {"heap": heap, "stack": stack}
+    for gv, func in lowered.functions.items():
+        sizes = [nbytes(node.buffer.shape, node.buffer.dtype) for node in walk(func.body)
+                 if type(node).__name__ == "AllocBuffer"]
+        out[gv.name_hint] = {"heap": sum(_align(n) for n in sizes if not 0 < n < MAX_STACK_ALLOCA),
+                             "stack": sum(n for n in sizes if 0 < n < MAX_STACK_ALLOCA)}
     return out
+
+
+def compile_c(funcs: dict[str, Any]) -> tuple[str, dict[str, dict[str, int]]]:
+    """TVM's C source of the kernels ``funcs`` (name -> PrimFunc) and their :func:`kernel_workspace`: the steps
+    of ``tvm.tirx.build`` for the ``c`` target, with the workspace read between the TIR pipeline and the
+    host finalization (runtime asserts left out: the bundle has no error path)."""
+    import tvm
+    from tvm.tirx.build import codegen_build, split_host_device_mods
+
+    target = tvm.target.Target({"kind": "c"})
+    mod = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()})
+    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
+        mod = tvm.tirx.transform.BindTarget(target.with_host(target))(mod)
+        pipeline, finalize_host, _ = tvm.tirx.get_default_tir_pipeline(target)
+        mod = pipeline(mod)
+        workspace = kernel_workspace(mod)
+        host, device = split_host_device_mods(mod)
+        if any(len(m.functions) for m in device.values()):
+            raise CompileError("the C target produced device code")
+        source = codegen_build(finalize_host()(host), target).inspect_source()
+    return source, workspace

@@ -186,8 +186,6 @@ class McuTarget(QuantizedDeployment, Target):
 
     # ------------------------------------------------------------------ build
     def build(self, mod, hw: dict[str, Any]) -> McuBuilt:
-        import tvm
-
         from hwnas.passes.quantize import quantization_info
         from hwnas.ir.lower import prim_funcs
         from hwnas.ir import workloads
@@ -198,10 +196,8 @@ class McuTarget(QuantizedDeployment, Target):
             raise CompileError(f"{self.spec}: the module is not quantized (QuantizeModule did not run)")
         tgt = self.tvm_target(hw)
         try:
-            funcs = prim_funcs(mod)
-            c_mod = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()})
-            with filtered_native_stderr(), tvm.transform.PassContext(config={"tirx.disable_assert": True}):
-                c_source = tvm.compile(c_mod, target=tvm.target.Target({"kind": "c"})).mod.inspect_source()
+            with filtered_native_stderr():
+                c_source, ws = mcu_plan.compile_c(prim_funcs(mod))
         except Exception as exc:  # TVM's errors are not typed usefully
             raise CompileError(f"compiling for {self.spec} failed: {error_line(exc)}") from None
         graph = mcu_plan.kernel_graph(mod)
@@ -210,7 +206,6 @@ class McuTarget(QuantizedDeployment, Target):
         depthwise = {i for i, c in enumerate(graph.calls) if _is_depthwise(by_func.get(c.func))}
         plan = mcu_plan.plan_memory(graph, order_mode=hw["exec_order"], inplace_dw=hw["inplace_dw"] == "on",
                                     depthwise=depthwise)
-        ws = mcu_plan.kernel_workspace(c_source)
         used = {c.func for c in graph.calls}
         missing = used - set(ws)
         if missing:
@@ -222,6 +217,10 @@ class McuTarget(QuantizedDeployment, Target):
             workspace_heap=max(ws[f]["heap"] for f in used), workspace_stack=max(ws[f]["stack"] for f in used),
             quantization=quant, workloads=wls,
         )
+
+    def capacity(self) -> dict[str, float]:
+        """The board's SRAM and flash (KiB): a bundle over either does not link (``will not fit in region RAM``)."""
+        return {"peak_memory_kb": float(self.board.sram_kb), "flash_kb": float(self.board.flash_kb)}
 
     # ------------------------------------------------------------------ cost
     def sram_bytes(self, built: McuBuilt) -> int:

@@ -207,15 +207,34 @@ def test_board_link_fails_when_the_network_does_not_fit(small_onnx, tmp_path):
         BOARDS.pop("tiny-m4")
 
 
+#: the cycle model's documented whole-network error against QEMU's (deterministic) instruction count, int8
+#: (``hwnas.targets.mcu.target.INSTRUCTIONS_PER_MAC``: at most 9.4 % on the fitted networks, 9.9 % held out)
+CYCLE_MODEL_ERROR = 0.10
+
+
 @needs_toolchain
-def test_emulated_latency_and_the_model_estimate(small_f746):
+def test_emulated_latency_and_the_model_estimate(small_f746, monkeypatch):
+    from hwnas.arch import get_space
+    from hwnas.targets.mcu import target as mcu_target
+
     target, ev = small_f746
     emulated = target.cost(ev.built, method="emulate")
     model = ev.metrics
     assert emulated["latency_ms"] > 0
-    # the cycle model is an estimate fitted on other networks: within a factor of two here
-    assert 0.5 < model["latency_ms"] / emulated["latency_ms"] < 2.0
+    # measured 2026-12-04: the model is 3.6 % under the emulated count here (the knobs the model was fitted with)
+    assert abs(model["latency_ms"] / emulated["latency_ms"] - 1) <= CYCLE_MODEL_ERROR
     assert model["peak_memory_kb"] == emulated["peak_memory_kb"] and model["flash_kb"] == emulated["flash_kb"]
+    # an mbv2 network, MACs dominating (measured: 4.5 % over), as the model's own networks
+    space = get_space("mbv2", resolutions=(64,), widths=(0.35,))
+    mbv2 = evaluate(Candidate.from_space(space, space.sample(np.random.default_rng(0)), {"pad": "buffer"}), target)
+    instructions = target.cost(mbv2.built, method="emulate")["latency_ms"]
+    assert abs(mbv2.metrics["latency_ms"] / instructions - 1) <= CYCLE_MODEL_ERROR
+    # the bound is tight enough to catch per-MAC constants 20 % off either way
+    table = dict(mcu_target.INSTRUCTIONS_PER_MAC)
+    for factor in (0.8, 1.2):
+        monkeypatch.setattr(mcu_target, "INSTRUCTIONS_PER_MAC", {k: (a * factor, b) for k, (a, b) in table.items()})
+        off = target.cost(mbv2.built, method="model")["latency_ms"]
+        assert abs(off / instructions - 1) > CYCLE_MODEL_ERROR, factor
 
 
 # ------------------------------------------------------------------------------------------ accuracy
@@ -278,11 +297,47 @@ def test_cli_compile_writes_a_bundle_that_builds(small_onnx, tmp_path):
     assert "peak_memory_kb" in proc.stdout and "flash_kb" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["runtime"]["board"]["name"] == "nrf52840"
+    assert manifest["fits"] is True and manifest["overflow"] == {}
+    assert manifest["capacity"] == {"peak_memory_kb": 256, "flash_kb": 1024}
     assert manifest["runtime"]["quantization"]["input_scale"] > 0
     run = subprocess.run(["make", "-s", "-C", str(out), "run"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0
     expected = (out / "expected_output.txt").read_text().strip()
     assert expected in run.stdout
+
+
+@pytest.fixture(scope="module")
+def wide_onnx(tmp_path_factory) -> Path:
+    """A network whose activations alone exceed nrf52840's 256 KiB of SRAM: the int8 input 3x128x128 (48 KiB)
+    and the conv's output 16x128x128 (256 KiB at int8; the plan holds it as int32 until requantized, 1 MiB)
+    are live together."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(16, 10))
+    return lower.export_onnx(net.eval(), (1, 3, 128, 128), tmp_path_factory.mktemp("mcu") / "wide.onnx")
+
+
+@needs_toolchain
+def test_cli_compile_of_a_network_over_the_boards_sram_says_so_and_fails(wide_onnx, tmp_path):
+    out = tmp_path / "bundle"
+    proc = _cli("compile", "--onnx", str(wide_onnx), "--target", "mcu:nrf52840", "--out", str(out))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hwnas:")]
+    assert len(lines) == 1 and "does not fit mcu:nrf52840 (peak_memory_kb" in lines[0], proc.stderr
+    assert "--allow-overflow" in lines[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    peak = manifest["metrics"]["peak_memory_kb"]
+    assert peak * 1024 >= (3 + 4 * 16) * 128 * 128 > 256 * 1024
+    assert manifest["fits"] is False and manifest["overflow"] == {"peak_memory_kb": {"value": peak, "limit": 256}}
+    # the manifest is right: the board link fails
+    with pytest.raises(CompileError, match="will not fit in region `RAM'|RAM' overflowed"):
+        mcu_toolchain.make(out, "board.elf")
+    # asked for anyway: the same bundle, exit 0, a warning
+    again = _cli("compile", "--onnx", str(wide_onnx), "--target", "mcu:nrf52840", "--out", str(tmp_path / "b2"),
+                 "--allow-overflow")
+    assert again.returncode == 0, again.stderr
+    assert "hwnas: warning: the network does not fit mcu:nrf52840" in again.stderr
+    assert json.loads((tmp_path / "b2" / "manifest.json").read_text())["fits"] is False
 
 
 @needs_toolchain

@@ -119,15 +119,3 @@ def test_unknown_order_is_refused(tmp_path):
     mod = _fused(Depthwise(), (1, 3, 8, 8), tmp_path)
     with pytest.raises(CompileError, match="unknown execution order"):
         mcu_plan.plan_memory(mcu_plan.kernel_graph(mod), order_mode="random")
-
-
-def test_kernel_workspace_reads_heap_and_stack():
-    src = """TVM_DLL int32_t __tvm_ffi_k1(void* self_handle, void* args, int32_t num_args, void* result) {
-  int8_t pad_ptr[100];
-  int32_t* acc = ((int32_t*)TVMBackendAllocWorkspace(1, dev_id, (uint64_t)4100ULL, 0, 32));
-}
-TVM_DLL int32_t __tvm_ffi_k2(void* self_handle, void* args, int32_t num_args, void* result) {
-  int32_t acc_ptr[16];
-}
-"""
-    assert mcu_plan.kernel_workspace(src) == {"k1": {"heap": 4104, "stack": 100}, "k2": {"heap": 0, "stack": 64}}

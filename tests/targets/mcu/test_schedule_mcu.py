@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from hwnas.errors import InvalidConfigError
 from hwnas.passes.quantize import QuantizeModule, calibration_batch, quantization_info, quantize_input
 from hwnas.targets.mcu.schedule_mcu import McuScheduleConfig, ScheduleMcu
 from hwnas.ir import lower
-from hwnas.targets.mcu.plan import kernel_workspace
+from hwnas.targets.mcu.plan import compile_c
 
 
 def _net() -> nn.Module:
@@ -40,11 +42,24 @@ def _run(mod, x) -> np.ndarray:
 
 
 def _workspace(mod) -> int:
-    funcs = lower.prim_funcs(mod)
-    c_mod = tvm.IRModule({n: f.with_attr("global_symbol", n) for n, f in funcs.items()})
-    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
-        src = tvm.compile(c_mod, target=tvm.target.Target({"kind": "c"})).mod.inspect_source()
-    return max(w["heap"] + w["stack"] for w in kernel_workspace(src).values())
+    _, ws = compile_c(lower.prim_funcs(mod))
+    return max(w["heap"] + w["stack"] for w in ws.values())
+
+
+def _workspace_in_c(src: str) -> dict[str, dict[str, int]]:
+    """What the generated C allocates, per kernel: TVMBackendAllocWorkspace bytes (rounded to 8) and local
+    arrays (the reference the TIR analysis is checked against)."""
+    ctype = {"int8_t": 1, "uint8_t": 1, "bool": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4,
+             "float": 4, "int64_t": 8, "uint64_t": 8, "double": 8}
+    funcs = list(re.finditer(r"^TVM_DLL int32_t __tvm_ffi_(\w+)\(void\* self_handle[^)]*\) \{$", src, re.M))
+    out = {}
+    for k, m in enumerate(funcs):
+        body = src[m.start(): funcs[k + 1].start() if k + 1 < len(funcs) else len(src)]
+        heap = re.findall(r"TVMBackendAllocWorkspace\(\d+, \w+, \(uint64_t\)(\d+)ULL", body)
+        stack = re.findall(r"^\s+(u?int(?:8|16|32|64)_t|float|double|bool)\s+\w+\[(\d+)\];", body, re.M)
+        out[m.group(1)] = {"heap": sum(-(-int(n) // 8) * 8 for n in heap),
+                           "stack": sum(int(n) * ctype[t] for t, n in stack)}
+    return out
 
 
 CONFIGS = [
@@ -76,6 +91,17 @@ def test_smaller_tiles_need_less_workspace(fused):
     assert unscheduled > whole > per_channel > per_row
     # the first conv's accumulator: 16 x 24 x 24 int32 whole, 24 x 24 per channel, 24 per row
     assert whole >= 16 * 24 * 24 * 4 and per_channel <= 24 * 24 * 4 + 1024 and per_row <= 1024
+
+
+def test_workspace_from_the_tir_equals_what_the_generated_c_allocates(fused):
+    mod, _ = fused
+    seen = {"heap": 0, "stack": 0}
+    for m in [mod] + [ScheduleMcu(cfg)(mod) for cfg in CONFIGS]:
+        src, ws = compile_c(lower.prim_funcs(m))
+        assert ws == _workspace_in_c(src)
+        for kind in seen:
+            seen[kind] += sum(w[kind] for w in ws.values())
+    assert seen["heap"] > 0 and seen["stack"] > 0  # both kinds of allocation were compared
 
 
 def test_bad_configs_are_refused():
