@@ -233,8 +233,8 @@ class CpuTarget(QuantizedDeployment, Target):
             )
             values = {"latency_ms": timing.median_ms, "latency_std_ms": timing.std_ms}
         elif base == "lut":
-            lut = lut.lut_latency(built, cache=self.cache, namespace=namespace, num_threads=threads)
-            values = {"latency_ms": lut.latency_ms}
+            table = lut.lut_latency(built, cache=self.cache, namespace=namespace, num_threads=threads)
+            values = {"latency_ms": table.latency_ms}
         elif base == "analytical":
             peaks = roofline.machine_peaks(cache=self.cache, namespace=namespace, num_threads=threads)
             overhead = lut.runtime_overhead(built.tvm_target, cache=self.cache, namespace=namespace,

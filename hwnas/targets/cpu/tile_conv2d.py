@@ -67,6 +67,7 @@ from hwnas.ir.schedule import (
     annotate_unroll,
     divisor_tile,
     has_one_loop_per_iter,
+    is_plain_copy,
     iter_kinds,
     loop_extents,
     root_blocks,

@@ -38,7 +38,7 @@ import tvm
 from tvm import s_tir
 
 from hwnas.errors import InvalidConfigError
-from hwnas.ir.schedule import has_one_loop_per_iter, iter_kinds, root_blocks, schedule_prim_funcs
+from hwnas.ir.schedule import DENSE_BLOCKS, has_one_loop_per_iter, iter_kinds, root_blocks, schedule_prim_funcs
 from hwnas.targets.cpu.tile_conv2d import CpuScheduleConfig, LOOP_ORDERS, tile_reduction
 
 log = logging.getLogger(__name__)
