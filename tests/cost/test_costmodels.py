@@ -110,7 +110,9 @@ def test_analytical_is_deterministic_positive_and_orders_work(cpu, tmp_path):
     a2 = cpu.cost(heavy, method="analytical")["latency_ms"]
     b = cpu.cost(light, method="analytical")["latency_ms"]
     assert a1 == a2 > b > 0
-    peaks = cpu.cache.get(cpu.cost_namespace(heavy.hw), "peaks")
+    from hwnas.cost.roofline import PEAKS_KEY
+
+    peaks = cpu.cache.get(cpu.cost_namespace(heavy.hw), PEAKS_KEY.format(n=heavy.hw["num_threads"]))
     assert peaks["gflops"] > 1 and peaks["gbps"] > 0.5
 
 
