@@ -29,8 +29,7 @@ MIXED = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_co
 @pytest.fixture(scope="module")
 def cpu():
     t = get_target("cpu")
-    t.repeats = 5
-    t.min_repeat_ms = 5
+    t.set_measure_options(repeats=5, min_repeat_ms=5)
     return t
 
 

@@ -16,8 +16,7 @@ from hwnas.ir.runtime import random_inputs, run_vm
 @pytest.fixture(scope="module")
 def cpu():
     t = get_target("cpu")
-    t.repeats = 3
-    t.min_repeat_ms = 5
+    t.set_measure_options(repeats=3, min_repeat_ms=5)
     return t
 
 

@@ -95,7 +95,7 @@ def test_remote_measurement_is_real_and_computes_what_onnx_runtime_computes(trac
     device = RemoteDevice(host, int(port), KEY, timeout_s=60)
     space = get_space("nb201", **SMALL)
     target = get_target("cpu")
-    target.repeats = 5
+    target.set_measure_options(repeats=5)
     target.use_remote(device)
     hw = {"num_threads": 1}
     ev = evaluate(Candidate.from_space(space, GENOME, hw), target, workdir=tmp_path)
