@@ -194,10 +194,12 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
                          accuracy="proxy", formulation="nsga2", budget=search_budget, seed=seed,
                          pop_size=max(4, search_budget // 4), workers=1)
     for row in table:
-        cost = f"{target.trained_cost_methods[0]}:{models[row['method']]}" if row["method"] in models else row["method"]
+        method = row["method"]
+        cost = f"{target.trained_cost_methods[0]}:{models[method]}" if method in models else method
         row["search_s"], row["search_points"] = run_search(search_kwargs, cost)
 
-    result = {"space": space.name, "target": target.spec, "reference": reference, "n": len(rows), "train": len(train_rows),
+    result = {"space": space.name, "target": target.spec, "reference": reference, "n": len(rows),
+              "train": len(train_rows),
               "test": len(test_rows), "seed": seed, "compile_s_mean": statistics.fmean(r["compile_s"] for r in rows),
               "search_budget": search_budget, "table": table, "wall_s": time.perf_counter() - started,
               "rows": [{k: v for k, v in r.items() if k != "features"} for r in rows]}

@@ -39,7 +39,8 @@ class MeasureOptions:
             raise InvalidConfigError(f"measurement repeats must be an integer >= 1, got {self.repeats!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise InvalidConfigError(f"measurement warmup must be an integer >= 0, got {self.warmup!r}")
-        if not float(self.min_repeat_ms) >= 0:
+        if isinstance(self.min_repeat_ms, bool) or not isinstance(self.min_repeat_ms, (int, float)) \
+                or not self.min_repeat_ms >= 0:
             raise InvalidConfigError(f"min_repeat_ms must be >= 0, got {self.min_repeat_ms!r}")
 
 
