@@ -194,7 +194,8 @@ def tune(name: str, space, genome, threads: dict, budget_s: float, workdir: str,
         if built and elapsed + elapsed / built > budget_s - CHOOSE_S:
             break  # the next layout would not fit (at the mean time of those so far; later ones reuse workloads)
         target = float_cpu("cpu:tuned")
-        target.tune_trials, target.tune_budget_s, target.repeats = args.trials, budget_s - CHOOSE_S - elapsed, 10
+        target.tune_trials, target.tune_budget_s = args.trials, budget_s - CHOOSE_S - elapsed
+        target.set_measure_options(repeats=10)
         ev = evaluate(Candidate.from_space(space, genome, {**layout, **threads}), target, workdir=workdir)
         tuned += int(ev.timings.get("tuning_tuned", 0))
         built += 1

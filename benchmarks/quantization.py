@@ -66,7 +66,7 @@ def main() -> None:
 
     space = get_space("mbv2", resolutions=(32,), widths=(0.5,))
     cpu = get_target("cpu")
-    cpu.repeats = 30
+    cpu.set_measure_options(repeats=30)
     mcu = None if mcu_toolchain.missing_tools(qemu=args.emulate) else get_target(f"mcu:{args.board}")
     evaluator = get_accuracy("train", epochs=args.epochs, time_budget_s=None)
     rng = np.random.default_rng(args.seed)

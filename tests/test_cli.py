@@ -76,6 +76,13 @@ def test_compile_own_onnx_writes_a_bundle(cli, tmp_path, onnx_file):
         (["predictor", "train", "--samples", "2", "--out", "{o}"], "--samples must be >= 5, got 2"),
         (["predictor", "train", "--kind", "svm", "--out", "{o}"], "unknown --kind 'svm'; known: xgb, mlp"),
         (["bench", "cost-models", "--n", "3", "--out", "{o}"], "--n must be >= 10"),
+        (["bench", "cost-models", "--target", "mcu:stm32f746", "--n", "2", "--out", "{o}"], "--n must be >= 3"),
+        (["bench", "cost-models", "--target", "asic", "--out", "{o}"],
+         r"target asic has one cost method \(analytical\): nothing to compare it with"),
+        (["bench", "cost-models", "--target", "published:raspi4", "--out", "{o}"],
+         "prices architectures without compiling them"),
+        (["predictor", "train", "--target", "mcu:stm32f746", "--out", "{o}"],
+         "target mcu:stm32f746 takes no trained predictor; its cost methods: model, emulate"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
@@ -104,3 +111,31 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("hwnas: error: mbv2: genome must have")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_bench_compares_what_each_target_declares():
+    from hwnas.cli.bench import bench_methods
+    from hwnas.targets import get_target
+
+    assert bench_methods(get_target("cpu")) == ("measure", ("lut", "analytical"), ("predictor-xgb", "predictor-mlp"))
+    assert bench_methods(get_target("mcu:stm32f746")) == ("emulate", ("model",), ())
+    assert bench_methods(get_target("asic")) == ("analytical", (), ())
+    assert bench_methods(get_target("gpu:h100")) == ("measure", ("analytical",), ())
+
+
+@pytest.mark.slow
+def test_bench_cost_models_runs_on_a_microcontroller(cli, tmp_path):
+    """About 2 minutes: 3 mbv2 candidates built for the board, each emulated in QEMU and modelled."""
+    import shutil
+
+    if shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("the MCU toolchain is missing: bash scripts/setup_mcu.sh")
+    code, out, err = cli("bench", "cost-models", "--target", "mcu:stm32f746", "--space", "mbv2", "--n", "3",
+                         "--search-budget", "1", "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "b" / "cost_models.json").read_text())
+    assert result["reference"] == "emulate" and [r["method"] for r in result["table"]] == ["emulate", "model"]
+    assert result["n"] == 3 and result["train"] == 0
+    emulate = next(r for r in result["table"] if r["method"] == "emulate")
+    assert emulate["mape_pct"] == 0 and emulate["kendall_tau"] == 1
+    assert "judged against emulate" in out

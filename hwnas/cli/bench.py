@@ -1,22 +1,26 @@
-"""``hwnas bench cost-models``: the four cost methods judged against measurement on the same networks.
+"""``hwnas bench cost-models``: a target's cost methods judged against its reference method on the same networks.
+
+The methods are the ones the target declares (:class:`hwnas.targets.base.Target`):
+its reference method (``reference_method``: ``measure`` on the CPU, the whole
+module run with warm-up and repeats; ``emulate`` on a microcontroller, QEMU's
+instruction count), the other methods that price a built module alone
+(``estimate_methods``: on the CPU ``lut``, per-kernel times measured on first
+sight and cached, the cache starting empty so early candidates pay for the
+kernels later ones reuse, and ``analytical``, a roofline on the machine's
+measured peaks; on a microcontroller ``model``), and, for a target with a
+trained method (``trained_cost_methods``, the CPU's ``predictor``), that
+method with an XGBoost and an MLP model trained on the first share of the
+candidates, their reference figures and features, and judged on the rest.
 
 For ``n`` sampled candidates (architecture and hardware config), each is
-compiled once; the same compiled module is then priced by every method:
-
-* ``measure`` (the reference: the whole module run with warm-up and repeats),
-* ``lut`` (per-kernel times, measured on first sight and cached; the cache
-  starts empty, so early candidates pay for the kernels later ones reuse),
-* ``analytical`` (roofline on the machine's measured peaks),
-* ``predictor-xgb`` and ``predictor-mlp`` (trained on the first share of the
-  candidates, their measurements and features; judged on the rest).
-
+compiled once; the same compiled module is then priced by every method.
 On the held-out candidates it reports, per method: Kendall tau and Spearman
-rho against the measured latency, MAPE, the share within +-10 %, the mean
+rho against the reference latency, MAPE, the share within +-10 %, the mean
 time of one estimate (the cost step alone: every method shares the compile
-and the static analysis of the compiled module)
-and its speedup over measurement; then it runs the same seeded NSGA-II search
+and the static analysis of the compiled module, :meth:`Target.analyse`)
+and its speedup over the reference; then it runs the same seeded NSGA-II search
 with each method and reports its wall time. Writes ``cost_models.csv``,
-``cost_models.json`` and ``cost_models.png`` (estimate against measurement, one
+``cost_models.json`` and ``cost_models.png`` (estimate against reference, one
 panel per method) into ``--out``. Every priced candidate is also appended to a
 journal there as it is done: a killed run, started again with the same
 settings, prices only what is missing.
@@ -39,7 +43,16 @@ from hwnas.errors import InvalidConfigError
 
 log = logging.getLogger("hwnas.bench")
 
-METHODS = ("measure", "lut", "analytical", "predictor-xgb", "predictor-mlp")
+#: the models trained for a target's trained cost method (named ``<method>-<kind>`` in the table)
+PREDICTOR_KINDS = ("xgb", "mlp")
+
+
+def bench_methods(target) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """What the bench compares on ``target``: (its reference method, the methods priced per candidate besides
+    it, the trained models' table names), all from what the target declares."""
+    trained = target.trained_cost_methods
+    models = tuple(f"{trained[0]}-{kind}" for kind in PREDICTOR_KINDS) if trained else ()
+    return target.reference_method, target.estimate_methods, models
 
 
 def _cost_timed(target, built, method: str) -> tuple[float, float]:
@@ -50,7 +63,8 @@ def _cost_timed(target, built, method: str) -> tuple[float, float]:
 
 def price_candidates(space, target, candidates, *, progress: Callable[[int, int], None] | None = None,
                      journal: Path | None = None):
-    """Compile each candidate once and price it by measure, lut and analytical; keep its features.
+    """Compile each candidate once and price it by the target's reference and estimate methods; keep its
+    features when the target trains predictors.
 
     With ``journal``, each priced candidate is appended to that JSON-lines file
     as it is done, and candidates already there are not priced again (a killed
@@ -60,6 +74,7 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
     from hwnas.pipeline.predictor import features_of
     from hwnas.cost.cache import MemoryCache
 
+    reference, estimates, models = bench_methods(target)
     target.use_cache(MemoryCache())  # the lookup table starts empty
     done: dict[str, dict[str, Any]] = {}
     if journal is not None and journal.is_file():
@@ -86,10 +101,11 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
             row: dict[str, Any] = {"genome": list(genome), "hw": full, "compile_s": sum(timings.values())}
             # the static analysis every method shares (memory plan, kernels), done once before timing
             t0 = time.perf_counter()
-            target.cost(built, method="analytical")
-            row["features"] = features_of(built, target)
+            target.analyse(built)
+            if models:
+                row["features"] = features_of(built, target)
             row["compile_s"] += time.perf_counter() - t0
-            for method in ("measure", "lut", "analytical"):
+            for method in (reference, *estimates):
                 row[method], row[f"{method}_s"] = _cost_timed(target, built, method)
             rows.append(row)
             if journal is not None:
@@ -120,13 +136,21 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
     from hwnas.pipeline.predictor import Sample, errors, sample_candidates, train
     from hwnas.targets import get_target
 
-    if n < 10:
-        raise InvalidConfigError(f"--n must be >= 10 (a predictor is trained on part of them), got {n}")
+    target = get_target(target_spec)
+    if not target.compiles:
+        raise InvalidConfigError(f"target {target.spec} prices architectures without compiling them: "
+                                 f"the bench compares methods on compiled networks")
+    reference, estimates, model_names = bench_methods(target)
+    least = 10 if model_names else 3
+    if n < least:
+        why = "a predictor is trained on part of them" if model_names else "a rank correlation needs them"
+        raise InvalidConfigError(f"--n must be >= {least} ({why}), got {n}")
     if search_budget < 1:
         raise InvalidConfigError(f"--search-budget must be >= 1, got {search_budget}")
-    target = get_target(target_spec)
-    for m in ("measure", "lut", "analytical"):
-        target.cost_method(m)
+    if not estimates and not model_names:
+        raise InvalidConfigError(f"target {target.spec} has one cost method ({reference}): nothing to compare it with")
+    for m in (reference, *estimates):
+        target.cost_method(m)  # e.g. measure without the device, or emulate without QEMU: one line, before any work
     space = get_space(space_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,45 +159,48 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
     journal = out / f"priced-{space.name}-{target.spec.replace(':', '_')}-seed{seed}.jsonl"
     rows = price_candidates(space, target, sample_candidates(space, target, n, seed), progress=progress,
                             journal=journal)
-    if len(rows) < 10:
-        raise InvalidConfigError(f"only {len(rows)} of {n} candidates could be compiled and measured")
+    if len(rows) < least:
+        raise InvalidConfigError(f"only {len(rows)} of {n} candidates could be compiled and priced by {reference}")
     order = np.random.default_rng(seed).permutation(len(rows))
-    n_train = int(round(train_share * len(rows)))
+    n_train = int(round(train_share * len(rows))) if model_names else 0
     train_rows = [rows[i] for i in order[:n_train]]
     test_rows = [rows[i] for i in order[n_train:]]
 
-    # predictors trained on the training share (their measurements), timed on the held-out share
-    samples = [Sample(genome=r["genome"], hw=r["hw"], features=r["features"], latency_ms=r["measure"],
-                      compile_s=r["compile_s"], measure_s=r["measure_s"]) for r in train_rows]
+    # predictors trained on the training share (their reference figures), timed on the held-out share
     models = {}
-    for kind in ("xgb", "mlp"):
-        model = train(samples, kind=kind, seed=seed, target=target, space_name=space.name)
-        path = model.save(out / f"predictor-{kind}.json")
-        models[f"predictor-{kind}"] = path
-        for r in test_rows:
-            t0 = time.perf_counter()
-            mean, _ = model.predict([r["features"]])
-            r[f"predictor-{kind}"] = float(mean[0])
-            r[f"predictor-{kind}_s"] = time.perf_counter() - t0
+    if model_names:
+        samples = [Sample(genome=r["genome"], hw=r["hw"], features=r["features"], latency_ms=r[reference],
+                          compile_s=r["compile_s"], measure_s=r[f"{reference}_s"]) for r in train_rows]
+        for name in model_names:
+            kind = name.rsplit("-", 1)[1]
+            model = train(samples, kind=kind, seed=seed, target=target, space_name=space.name)
+            models[name] = model.save(out / f"{name}.json")
+            for r in test_rows:
+                t0 = time.perf_counter()
+                mean, _ = model.predict([r["features"]])
+                r[name] = float(mean[0])
+                r[f"{name}_s"] = time.perf_counter() - t0
 
-    measured = [r["measure"] for r in test_rows]
-    t_measure = statistics.fmean(r["measure_s"] for r in test_rows)
+    measured = [r[reference] for r in test_rows]
+    t_reference = statistics.fmean(r[f"{reference}_s"] for r in test_rows)
     table = []
-    for m in METHODS:
+    for m in (reference, *estimates, *model_names):
         est = [r[m] for r in test_rows]
         e = errors(est, measured)
         t = statistics.fmean(r[f"{m}_s"] for r in test_rows)
-        table.append({"method": m, **e, "estimate_s": t, "speedup": t_measure / t if t > 0 else float("inf")})
+        table.append({"method": m, **e, "estimate_s": t, "speedup": t_reference / t if t > 0 else float("inf")})
 
     # the same seeded search with each method (the predictors: the models trained above)
     search_kwargs = dict(targets=(target.spec,), space=space.name, objectives=("accuracy", "latency_ms"),
                          accuracy="proxy", formulation="nsga2", budget=search_budget, seed=seed,
                          pop_size=max(4, search_budget // 4), workers=1)
     for row in table:
-        cost = f"predictor:{models[row['method']]}" if row["method"].startswith("predictor") else row["method"]
+        method = row["method"]
+        cost = f"{target.trained_cost_methods[0]}:{models[method]}" if method in models else method
         row["search_s"], row["search_points"] = run_search(search_kwargs, cost)
 
-    result = {"space": space.name, "target": target.spec, "n": len(rows), "train": len(train_rows),
+    result = {"space": space.name, "target": target.spec, "reference": reference, "n": len(rows),
+              "train": len(train_rows),
               "test": len(test_rows), "seed": seed, "compile_s_mean": statistics.fmean(r["compile_s"] for r in rows),
               "search_budget": search_budget, "table": table, "wall_s": time.perf_counter() - started,
               "rows": [{k: v for k, v in r.items() if k != "features"} for r in rows]}
@@ -191,8 +218,10 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
 def format_table(result: dict[str, Any]) -> str:
     head = (f"{'method':14s} {'tau':>6s} {'rho':>6s} {'MAPE %':>7s} {'<=10 %':>7s} {'estimate ms':>12s} "
             f"{'speedup':>8s} {'search s':>9s}")
-    lines = [f"{result['space']} x {result['target']}: {result['n']} candidates ({result['train']} train the "
-             f"predictors, {result['test']} held out); compile + analysis {result['compile_s_mean']:.2f} s each, "
+    split = (f"{result['train']} train the predictors, {result['test']} held out" if result["train"]
+             else "no predictor for this target")
+    lines = [f"{result['space']} x {result['target']}: {result['n']} candidates ({split}), judged against "
+             f"{result['reference']}; compile + analysis {result['compile_s_mean']:.2f} s each, "
              f"shared by every method; search: NSGA-II, {result['search_budget']} points, seed {result['seed']}", head,
              "-" * len(head)]
     for r in result["table"]:
@@ -208,9 +237,10 @@ def _plot(path: Path, rows, result) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in METHODS if m != "measure"]
+    reference = result["reference"]
+    methods = [t["method"] for t in result["table"] if t["method"] != reference]
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 4), squeeze=False)
-    measured = np.array([r["measure"] for r in rows])
+    measured = np.array([r[reference] for r in rows])
     lo, hi = measured.min() * 0.5, measured.max() * 2
     for ax, m in zip(axes[0], methods):
         est = np.array([r[m] for r in rows])
@@ -219,11 +249,11 @@ def _plot(path: Path, rows, result) -> None:
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("measured latency (ms)")
+        ax.set_xlabel(f"{reference} latency (ms)")
         ax.set_ylabel(f"{m} (ms)")
         ax.set_title(f"{m}: tau {row['kendall_tau']:.2f}, MAPE {row['mape_pct']:.0f} %", fontsize=9)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"cost methods against measurement: {result['space']} x {result['target']}, "
+    fig.suptitle(f"cost methods against {reference}: {result['space']} x {result['target']}, "
                  f"{result['test']} held-out networks", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

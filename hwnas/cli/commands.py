@@ -118,7 +118,7 @@ def cmd_compile(args) -> int:
     if args.repeats is not None:
         if args.repeats < 1:
             raise InvalidConfigError(f"--repeats must be >= 1, got {args.repeats}")
-        target.repeats = args.repeats
+        target.set_measure_options(repeats=args.repeats)
     check_out_dir(Path(args.out).resolve(), args.overwrite)  # before any slow work
     print(f"compiling for {target.spec} ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hwnas-compile-") as work:  # the ONNX export, until it is bundled
@@ -297,14 +297,17 @@ def cmd_predictor_train(args) -> int:
         raise InvalidConfigError(f"--samples must be >= 5, got {args.samples}")
     if args.kind not in LatencyPredictor.KINDS:
         raise InvalidConfigError(f"unknown --kind {args.kind!r}; known: {', '.join(LatencyPredictor.KINDS)}")
-    target.cost_method("measure")
+    if not target.trained_cost_methods:
+        raise InvalidConfigError(f"target {target.spec} takes no trained predictor; its cost methods: "
+                                 f"{', '.join(target.cost_methods)}")
+    target.cost_method(target.reference_method)  # e.g. measure without the device: one line, before any work
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
     if not out.parent.exists() and str(out.parent) not in ("", "."):
         out.parent.mkdir(parents=True, exist_ok=True)
     candidates = predictor.sample_candidates(space, target, args.samples, args.seed)
-    progress = Counter(f"measuring on {target.spec}")
+    progress = Counter(f"pricing by {target.reference_method} on {target.spec}")
     samples = predictor.collect(space, target, candidates, progress=progress)
     progress.close()
     model = predictor.train(samples, kind=args.kind, seed=args.seed, target=target, space_name=space.name)
@@ -315,7 +318,7 @@ def cmd_predictor_train(args) -> int:
     print(f"held-out error ({h['n']} networks): MAPE {h['mape_pct']:.1f} %, within +-10 % "
           f"{100 * h['within_10pct']:.0f} %, Kendall tau {h['kendall_tau']:.3f}, Spearman rho "
           f"{h['spearman_rho']:.3f}")
-    print(f"use it with: hwnas search --target {target.spec} --cost predictor:{out} ...")
+    print(f"use it with: hwnas search --target {target.spec} --cost {target.trained_cost_methods[0]}:{out} ...")
     return 0
 
 
@@ -491,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks run through hwnas itself")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
-    p = bsub.add_parser("cost-models", help="measure, lookup table, analytical and predictors on the same networks")
+    p = bsub.add_parser("cost-models", help="a target's cost methods (and its predictors, if it trains any) "
+                                           "against its reference method on the same networks")
     p.add_argument("--space", default="nb201", help="architecture space (default nb201)")
     p.add_argument("--target", default="cpu", help="target (default cpu)")
     p.add_argument("--n", type=int, default=300, help="candidates to compile and price (default 300)")

@@ -421,8 +421,8 @@ def emit_artifacts(out_dir: Path, config: SearchConfig, front: list[Point], *, l
                 continue
             cand = Candidate.from_space(space, p.genome, hw) if space else Candidate.from_onnx(config.onnx, hw)
             try:
-                if config.repeats is not None and hasattr(target, "repeats"):
-                    target.repeats = config.repeats
+                if config.repeats is not None and target.measure_options is not None:
+                    target.set_measure_options(repeats=config.repeats)
                 with tempfile.TemporaryDirectory(prefix="hwnas-artifact-") as work:  # the export, until bundled
                     ev = evaluate(cand, target, cost=config.cost, workdir=work)
                     write_bundle(ev, folder, overwrite=True)

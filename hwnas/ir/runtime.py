@@ -49,6 +49,63 @@ def set_num_threads(n: int) -> None:
         os.sched_setaffinity(0, before)
 
 
+#: names under which :func:`register_remote_functions` makes this module's thread control callable over RPC
+#: (the second returns :func:`thread_cores` as comma-separated text)
+REMOTE_SET_NUM_THREADS = "hwnas.runtime.set_num_threads"
+REMOTE_THREAD_CORES = "hwnas.runtime.thread_cores"
+
+
+def thread_cores() -> list[int]:
+    """How many cores each thread of this process may run on, fewest first (Linux; else ``[host_cores()]``).
+
+    After :func:`set_num_threads` every thread (the pool's workers, the caller)
+    may run on every core the process may; a 1 says a thread was pinned.
+    """
+    from pathlib import Path
+
+    counts = []
+    try:
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                counts.append(len(os.sched_getaffinity(int(task.name))))
+            except OSError:  # the thread ended meanwhile
+                continue
+    except (OSError, AttributeError):
+        return [host_cores()]
+    return sorted(counts) or [host_cores()]
+
+
+def register_remote_functions() -> None:
+    """Register :func:`set_num_threads` and :func:`thread_cores` as TVM global functions.
+
+    An RPC server runs this at start-up (``server_init_callback`` of
+    :func:`hwnas.targets.remote.start_server`), so a remote measurement sizes
+    the device's thread pool exactly as a local one does.
+    """
+    import tvm
+
+    tvm.register_global_func(REMOTE_SET_NUM_THREADS, lambda n: set_num_threads(int(n)), override=True)
+    # a string crosses RPC by value (a list would stay a remote object)
+    tvm.register_global_func(REMOTE_THREAD_CORES, lambda: ",".join(map(str, thread_cores())), override=True)
+
+
+def set_remote_num_threads(session, n: int) -> None:
+    """Size the thread pool of the process serving the RPC ``session`` as :func:`set_num_threads` does here.
+
+    A server started without hwnas's functions (a stock ``tvm.exec.rpc_server``)
+    gets the same affinity mode (-3, workers share every core); only the calling
+    thread's affinity cannot be given back there.
+    """
+    try:
+        configure = session.get_function(REMOTE_SET_NUM_THREADS)
+    except Exception:  # a server that is not hwnas's: TVM raises its own error for a missing function
+        configure = None
+    if configure is None:
+        session.get_function("runtime.config_threadpool")(-3, int(n))
+    else:
+        configure(int(n))
+
+
 def random_inputs(inputs: dict[str, tuple[tuple[int, ...], str]], seed: int = 0) -> dict[str, np.ndarray]:
     """Reproducible inputs: normal floats, small ints for integer inputs."""
     rng = np.random.default_rng(seed)

@@ -1,8 +1,10 @@
 """Helpers every schedule pass shares (CPU, GPU, MCU): loop and block queries, vectorize, unroll, the driver.
 
-:func:`schedule_prim_funcs` is the one driver: it applies a rule to each
-unscheduled PrimFunc of a fused module and marks what it scheduled with
-:data:`SCHEDULED_ATTR`, which later schedule passes respect.
+:func:`schedule_prim_funcs` is the one driver (CPU, GPU and MCU passes): it
+applies a rule to each unscheduled PrimFunc of a fused module, marks what it
+scheduled with :data:`SCHEDULED_ATTR`, which later schedule passes respect,
+and what its rule failed on with :data:`UNSCHEDULED_ATTR`, which the
+evaluation reports (:func:`unscheduled_functions`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 
+from hwnas.errors import HwnasError
+from hwnas.util import error_line
+
 log = logging.getLogger(__name__)
 
 
 #: Function attribute set on every PrimFunc a hwnas schedule pass scheduled.
 SCHEDULED_ATTR = "hwnas.scheduled"
+#: Function attribute set on a PrimFunc whose schedule rule raised: ``"PASS: one-line error"``.
+UNSCHEDULED_ATTR = "hwnas.unscheduled"
+#: TVM's mark of a scheduled PrimFunc (dlight and the default GPU schedule skip it).
+IS_SCHEDULED = "tirx.is_scheduled"
 
 
 def divisor_tile(extent: int, tile: int) -> int:
@@ -105,29 +114,75 @@ def schedule_prim_funcs(
     pass_name: str,
     rule: Callable[[s_tir.Schedule], bool],
     logger: logging.Logger = log,
+    *,
+    mark_tir_scheduled: bool = False,
 ) -> tvm.IRModule:
-    """Apply ``rule`` to each unscheduled PrimFunc of a copy of ``mod``.
+    """Apply ``rule`` to each unscheduled PrimFunc of a copy of ``mod``: the one driver of every schedule pass.
 
     ``rule`` gets a schedule of the function (as ``main``) and returns True when
-    it scheduled it, False when the function is not its kind. A function whose
-    rule raises is left as it was (logged on ``logger`` at debug level).
+    it scheduled it, False when the function is not its kind. A scheduled
+    function is marked with :data:`SCHEDULED_ATTR` (and ``tirx.is_scheduled``
+    with ``mark_tir_scheduled``, so that dlight leaves it alone); functions
+    carrying either mark are skipped.
+
+    A function whose rule raises a :class:`~hwnas.errors.HwnasError` fails the
+    pass. One whose rule raises anything else is left as it was (a later
+    fallback, such as the CPU's ScheduleInjective or the GPU's dlight, or no
+    schedule at all takes it) and marked with :data:`UNSCHEDULED_ATTR`
+    (``"PASS: one-line error"``, the first failing pass); the mark stays when a
+    fallback schedules the function, since that is still not the asked-for
+    configuration. The evaluation reports the marked functions
+    (:func:`unscheduled_functions`); a warning is logged once per (pass,
+    reason) and process.
     """
     out = mod.clone()
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc):
             continue
-        if func.attrs is not None and SCHEDULED_ATTR in func.attrs:
+        if func.attrs is not None and (SCHEDULED_ATTR in func.attrs or IS_SCHEDULED in func.attrs):
             continue
         sch = s_tir.Schedule(tvm.IRModule({"main": func}))
         try:
             matched = rule(sch)
-        except Exception as exc:  # one odd function must not fail the module
-            logger.debug("%s: left %s unscheduled: %s", pass_name, gv.name_hint, exc)
+        except HwnasError:
+            raise
+        except Exception as exc:  # one odd function must not fail the module: it is recorded instead
+            reason = error_line(exc, with_type=True)
+            if func.attrs is None or UNSCHEDULED_ATTR not in func.attrs:  # the first failure is the one to report
+                out.update_func(gv, func.with_attr(UNSCHEDULED_ATTR, f"{pass_name}: {reason}"))
+            _warn_once(logger, pass_name, reason, gv.name_hint)
             continue
         if matched:
-            out.update_func(gv, sch.mod["main"].with_attr(SCHEDULED_ATTR, pass_name))
+            new = sch.mod["main"].with_attr(SCHEDULED_ATTR, pass_name)
+            if mark_tir_scheduled:
+                new = new.with_attr(IS_SCHEDULED, True)
+            out.update_func(gv, new)
             logger.debug("%s: scheduled %s", pass_name, gv.name_hint)
     return out
+
+
+#: (pass, reason) pairs already warned about in this process
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(logger: logging.Logger, pass_name: str, reason: str, func_name: str) -> None:
+    key = (pass_name, reason)
+    if key in _WARNED:
+        logger.debug("%s: left %s unscheduled: %s", pass_name, func_name, reason)
+        return
+    _WARNED.add(key)
+    logger.warning("%s could not schedule %s (left with the default schedule, not the asked-for configuration; "
+                   "further functions failing the same way are not warned about): %s", pass_name, func_name, reason)
+
+
+def unscheduled_functions(mod: tvm.IRModule) -> list[dict[str, str]]:
+    """The PrimFuncs of ``mod`` a schedule rule failed on: ``[{"function", "pass", "error"}]``, sorted by name."""
+    out = []
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and UNSCHEDULED_ATTR in func.attrs:
+            pass_name, _, error = str(func.attrs[UNSCHEDULED_ATTR]).partition(": ")
+            out.append({"function": gv.name_hint, "pass": pass_name, "error": error})
+    return sorted(out, key=lambda r: r["function"])
 
 
 #: Block names of dense / matmul computations after TVM's legalization.

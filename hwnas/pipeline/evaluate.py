@@ -20,6 +20,7 @@ from hwnas.arch import ArchSpace
 from hwnas.errors import CompileError, HwnasError, InvalidConfigError
 from hwnas.metrics import check_values
 from hwnas.ir import graph, lower
+from hwnas.ir.schedule import unscheduled_functions
 from hwnas.targets import Built, Target
 from hwnas.util import error_line
 
@@ -88,6 +89,14 @@ class Evaluation:
     timings: dict[str, float]
     #: where the cost was measured when not on this machine (``rpc:KEY@HOST:PORT``), else None
     device: str | None = None
+    #: kernels a schedule rule failed on, so they were compiled with a default schedule rather than the
+    #: asked-for hardware config: ``[{"function", "pass", "error"}]`` (empty when every rule succeeded)
+    unscheduled: list[dict[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def as_configured(self) -> bool:
+        """True when every kernel was scheduled as the hardware config asked (no rule failed)."""
+        return not self.unscheduled
 
 
 def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
@@ -138,7 +147,10 @@ def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], 
     t0 = time.perf_counter()
     built = target.build(mod, hw)
     timings["compile_s"] = time.perf_counter() - t0
-    timings.update(built.facts.get("counters", {}))
+    # kernels whose schedule rule failed: not compiled as ``hw`` asked, so the evaluation says so
+    built.facts["unscheduled"] = unscheduled_functions(mod)
+    built.facts.setdefault("counters", {})["unscheduled_kernels"] = len(built.facts["unscheduled"])
+    timings.update(built.facts["counters"])
 
     return model, built, onnx_path
 
@@ -192,5 +204,5 @@ def evaluate(
     return Evaluation(
         candidate=candidate, target=target, hw=hw, metrics=metrics, built=built,
         onnx_path=Path(onnx_path) if keep else None,
-        timings=timings, device=target.measured_on(method),
+        timings=timings, device=target.measured_on(method), unscheduled=list(built.facts["unscheduled"]),
     )

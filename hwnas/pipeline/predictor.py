@@ -60,7 +60,8 @@ def features_of(built, target) -> dict[str, float]:
 
 
 def collect(space, target, candidates, *, progress: Callable[[int, int], None] | None = None) -> list[Sample]:
-    """Compile and measure each candidate; a candidate that fails is skipped (its error is logged)."""
+    """Compile each candidate and price it by the target's reference method (``measure`` on a CPU); a candidate
+    that fails is skipped (its error is logged)."""
     import logging
 
     from hwnas.pipeline.evaluate import Candidate, evaluate
@@ -69,7 +70,7 @@ def collect(space, target, candidates, *, progress: Callable[[int, int], None] |
     samples = []
     for i, (genome, hw) in enumerate(candidates):
         try:
-            ev = evaluate(Candidate.from_space(space, genome, hw), target, cost="measure")
+            ev = evaluate(Candidate.from_space(space, genome, hw), target, cost=target.reference_method)
         except Exception as exc:  # one failed candidate does not stop the collection
             log.warning("sample %d failed: %s", i, exc)
             continue

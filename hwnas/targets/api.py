@@ -32,9 +32,10 @@ from hwnas.ir.runtime import Timing, host_cores, host_cpu, measure_vm, random_in
 from hwnas.ir.workloads import Workload, extract, prim_funcs
 from hwnas.metrics import METRICS
 from hwnas.targets import get_target, register
-from hwnas.targets.base import Target
+from hwnas.targets.base import MeasureOptions, Target
 
 __all__ = [
+    "MeasureOptions",
     "METRICS",
     "Built",
     "ChoiceParam",

@@ -11,6 +11,8 @@ pipeline calls these methods in one order and never looks at a target's name:
 from __future__ import annotations
 
 import abc
+import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,6 +20,28 @@ from hwnas.cost.cache import MemoryCache
 from hwnas.errors import InvalidConfigError
 from hwnas.hss import HardwareSpace
 from hwnas.ir.built import Built
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureOptions:
+    """How a target's ``measure`` cost method times a compiled module.
+
+    ``warmup`` untimed runs, then ``repeats`` timed repeats, each made of as
+    many runs as last ``min_repeat_ms`` (the median and spread are reported).
+    """
+
+    warmup: int = 3
+    repeats: int = 10
+    min_repeat_ms: float = 20.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise InvalidConfigError(f"measurement repeats must be an integer >= 1, got {self.repeats!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise InvalidConfigError(f"measurement warmup must be an integer >= 0, got {self.warmup!r}")
+        if isinstance(self.min_repeat_ms, bool) or not isinstance(self.min_repeat_ms, (int, float)) \
+                or not self.min_repeat_ms >= 0:
+            raise InvalidConfigError(f"min_repeat_ms must be >= 0, got {self.min_repeat_ms!r}")
 
 
 class Target(abc.ABC):
@@ -30,6 +54,15 @@ class Target(abc.ABC):
     metrics: ClassVar[tuple[str, ...]] = ()
     #: cost methods :meth:`cost` accepts; the first is the default
     cost_methods: ClassVar[tuple[str, ...]] = ()
+    #: the method the others are judged against (ground truth: ``hwnas bench cost-models`` compares every other
+    #: method with it, and ``hwnas predictor train`` learns it); None: the default method
+    reference_cost_method: ClassVar[str | None] = None
+    #: methods that take a trained model after a colon (``predictor:MODEL.json``), trained by
+    #: ``hwnas predictor train`` on the reference method's figures
+    trained_cost_methods: ClassVar[tuple[str, ...]] = ()
+    #: how the ``measure`` method times a module; None for targets that do not measure
+    #: (:attr:`measure_options`, :meth:`set_measure_options`)
+    default_measure_options: ClassVar[MeasureOptions | None] = None
     #: the variants a target needs (``mcu:<board>``); empty when it takes none
     variants: ClassVar[tuple[str, ...]] = ()
 
@@ -76,8 +109,8 @@ class Target(abc.ABC):
     def cost_method(self, method: str | None) -> str:
         """``method``, or the default one when None; a clear error if the target lacks it.
 
-        A method may carry an argument after a colon: ``predictor:model.json``
-        names the trained model (the ``predictor`` method needs one).
+        A method of :attr:`trained_cost_methods` carries the trained model after
+        a colon (``predictor:model.json``), and needs it.
         """
         if method is None:
             return self.cost_methods[0]
@@ -86,12 +119,46 @@ class Target(abc.ABC):
             raise InvalidConfigError(
                 f"target {self.spec} has no cost method {base!r}; it has: {', '.join(self.cost_methods)}"
             )
-        if base == "predictor" and not arg:
-            raise InvalidConfigError("the predictor cost method needs a trained model: --cost predictor:MODEL.json "
+        if base in self.trained_cost_methods and not arg:
+            raise InvalidConfigError(f"the {base} cost method needs a trained model: --cost {base}:MODEL.json "
                                      "(train one with `hwnas predictor train`)")
-        if base == "predictor" and not Path(arg).is_file():
-            raise InvalidConfigError(f"predictor model {arg} does not exist; train one with `hwnas predictor train`")
+        if base in self.trained_cost_methods and not Path(arg).is_file():
+            raise InvalidConfigError(f"{base} model {arg} does not exist; train one with `hwnas predictor train`")
         return method
+
+    @property
+    def reference_method(self) -> str:
+        """The method the others are judged against (:attr:`reference_cost_method`, else the default one)."""
+        return self.reference_cost_method or self.cost_method(None)
+
+    @property
+    def estimate_methods(self) -> tuple[str, ...]:
+        """The methods that price a built module alone, other than :attr:`reference_method` (the trained
+        ones need a model, so they are not among them): what ``hwnas bench cost-models`` judges."""
+        return tuple(m for m in self.cost_methods
+                     if m != self.reference_method and m not in self.trained_cost_methods)
+
+    _measure_options: MeasureOptions | None = None
+
+    @property
+    def measure_options(self) -> MeasureOptions | None:
+        """How ``measure`` times a module on this target instance; None when the target does not measure."""
+        return self._measure_options or self.default_measure_options
+
+    def set_measure_options(self, **changes) -> None:
+        """Change this instance's :attr:`measure_options` (``warmup``, ``repeats``, ``min_repeat_ms``)."""
+        if self.measure_options is None:
+            raise InvalidConfigError(f"target {self.spec} does not measure (its cost methods: "
+                                     f"{', '.join(self.cost_methods)}): it takes no measurement options")
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(MeasureOptions)})
+        if unknown:
+            raise InvalidConfigError(f"unknown measurement option {unknown[0]!r}; known: warmup, repeats, "
+                                     f"min_repeat_ms")
+        self._measure_options = dataclasses.replace(self.measure_options, **changes)
+
+    def analyse(self, built: Built) -> None:
+        """Compute, once per built module, the static figures every cost method of this target reads (memory
+        plan, kernels; a measured machine peak), so that timing a cost method times that method alone."""
 
     @property
     @abc.abstractmethod
@@ -160,3 +227,20 @@ class Target(abc.ABC):
         """What a loader needs to run the emitted library with the stock TVM runtime
         (written into the manifest): ``{"device": "cpu", ...}``."""
         return {"device": "cpu"}
+
+
+class LegacyMeasureAttributes:
+    """``warmup``, ``repeats`` and ``min_repeat_ms`` as attributes of a measuring target, for code written before
+    :meth:`Target.set_measure_options` (setting one warns). Remove once nothing sets them."""
+
+    def _legacy_set(self, name: str, value) -> None:
+        warnings.warn(f"setting target.{name} is deprecated; use target.set_measure_options({name}=...)",
+                      DeprecationWarning, stacklevel=3)
+        self.set_measure_options(**{name: value})
+
+    warmup = property(lambda self: self.measure_options.warmup,
+                      lambda self, v: self._legacy_set("warmup", v))
+    repeats = property(lambda self: self.measure_options.repeats,
+                       lambda self, v: self._legacy_set("repeats", v))
+    min_repeat_ms = property(lambda self: self.measure_options.min_repeat_ms,
+                             lambda self, v: self._legacy_set("min_repeat_ms", v))

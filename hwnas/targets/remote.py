@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InvalidConfigError, RunError
-from hwnas.ir.runtime import Timing, time_main
+from hwnas.ir.runtime import Timing, register_remote_functions, set_remote_num_threads, time_main
 from hwnas.util import error_line, filtered_native_stderr
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def measure_remote(
                 module = sess.load_module(lib.name)
                 dev = sess.cpu()
                 if num_threads:
-                    sess.get_function("runtime.config_threadpool")(1, int(num_threads))
+                    set_remote_num_threads(sess, int(num_threads))
                 import tvm
 
                 vm = relax.VirtualMachine(module, dev)
@@ -243,4 +243,5 @@ def start_server(tracker: str, key: str, *, host: str = LOOPBACK, port: int = 90
     RemoteDevice(thost, tport, key)  # checks the key
     _reachable(thost, tport, timeout_s)
     _free(host, port)
-    return rpc.Server(host, port, port + 1, tracker_addr=(thost, tport), key=key, silent=True)
+    return rpc.Server(host, port, port + 1, tracker_addr=(thost, tport), key=key, silent=True,
+                      server_init_callback=register_remote_functions)

@@ -29,8 +29,7 @@ MIXED = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_co
 @pytest.fixture(scope="module")
 def cpu():
     t = get_target("cpu")
-    t.repeats = 5
-    t.min_repeat_ms = 5
+    t.set_measure_options(repeats=5, min_repeat_ms=5)
     return t
 
 
@@ -110,7 +109,9 @@ def test_analytical_is_deterministic_positive_and_orders_work(cpu, tmp_path):
     a2 = cpu.cost(heavy, method="analytical")["latency_ms"]
     b = cpu.cost(light, method="analytical")["latency_ms"]
     assert a1 == a2 > b > 0
-    peaks = cpu.cache.get(cpu.cost_namespace(heavy.hw), "peaks")
+    from hwnas.cost.roofline import PEAKS_KEY
+
+    peaks = cpu.cache.get(cpu.cost_namespace(heavy.hw), PEAKS_KEY.format(n=heavy.hw["num_threads"]))
     assert peaks["gflops"] > 1 and peaks["gbps"] > 0.5
 
 
@@ -182,3 +183,31 @@ def test_errors_metrics():
     assert e["mape_pct"] == pytest.approx(100 * (0 + 0.075 + 0.1 / 3) / 3)
     assert e["within_10pct"] == pytest.approx(1.0)
     assert math.isclose(errors([3.0, 2.0, 1.0], [1.0, 2.0, 3.0])["spearman_rho"], -1.0)
+
+
+def test_machine_peaks_measure_the_bandwidth_with_the_asked_threads_and_key_it_by_them(monkeypatch):
+    import threading
+
+    from hwnas.cost import roofline
+
+    copiers: list[set[int]] = []
+    real_copyto = np.copyto
+
+    def recording_copyto(dst, src, *args, **kwargs):
+        copiers[-1].add(threading.get_ident())
+        return real_copyto(dst, src, *args, **kwargs)
+
+    cache = MemoryCache()
+    cache.put("ns", "peaks", {"gflops": 1.0, "gbps": 1.0})  # a value of the single-thread version: not reused
+    peaks = {}
+    for n in (1, 2):
+        copiers.append(set())
+        monkeypatch.setattr(np, "copyto", recording_copyto)
+        peaks[n] = roofline.machine_peaks(cache=cache, namespace="ns", num_threads=n)
+        monkeypatch.setattr(np, "copyto", real_copyto)
+        assert len(copiers[-1]) == n  # the copy ran on n threads at once
+        assert peaks[n]["gbps"] != 1.0 and peaks[n]["gbps"] > 0
+        assert cache.get("ns", roofline.PEAKS_KEY.format(n=n)) == {**peaks[n], "threads": n}
+    assert peaks[1]["gbps"] != peaks[2]["gbps"]  # two measurements, kept apart
+    # a second call reads the cache
+    assert roofline.machine_peaks(cache=cache, namespace="ns", num_threads=2) == peaks[2]

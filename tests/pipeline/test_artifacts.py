@@ -19,8 +19,7 @@ from hwnas.targets import get_target
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory):
     target = get_target("cpu")
-    target.repeats = 2
-    target.min_repeat_ms = 5
+    target.set_measure_options(repeats=2, min_repeat_ms=5)
     space = get_space("nb201")
     return evaluate(Candidate.from_space(space, [3, 1, 2, 0, 4, 3], {"tile_oc": 16}), target,
                     workdir=tmp_path_factory.mktemp("work"))

@@ -93,8 +93,8 @@ def _check_values(t, values):
 @pytest.mark.parametrize("spec", first_specs())
 def test_builds_costs_and_emits(spec, tiny_onnx, tmp_path):
     t = get_target(spec)
-    if hasattr(t, "repeats"):
-        t.repeats, t.min_repeat_ms = 3, 5
+    if t.measure_options is not None:
+        t.set_measure_options(repeats=3, min_repeat_ms=5)
     if not t.compiles:
         pytest.importorskip("csv")
         if not (data_dir() / "nb201" / "latency.csv").is_file():

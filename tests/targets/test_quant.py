@@ -117,7 +117,7 @@ def test_cpu_int_kernels_match_a_numpy_integer_computation(hw, tmp_path):
     net = ConvRelu().eval()
     path = lower.export_onnx(net, (1, 3, 8, 8), tmp_path / "conv.onnx")
     cpu = get_target("cpu")
-    cpu.repeats, cpu.min_repeat_ms = 2, 1
+    cpu.set_measure_options(repeats=2, min_repeat_ms=1)
     ev = evaluate(Candidate.from_onnx(path, hw), cpu)
     info = quantization_info(ev.built.module)
     abits = hw["activation_bits"]
@@ -171,7 +171,7 @@ def test_scheduled_mixed_precision_equals_the_unscheduled_integer_module(block_o
     quant = {"activation_bits": 16, "weight_bits": 4, "weight_bits_first": 8, "weight_bits_dw": 2,
              "weight_bits_last": 6, "weight_scheme": "asymmetric"}
     cpu = get_target("cpu")
-    cpu.repeats, cpu.min_repeat_ms = 2, 1
+    cpu.set_measure_options(repeats=2, min_repeat_ms=1)
     outs = []
     for sched in ({"layout": "NCHW"}, {"layout": "NCHWc", "pack": 8, "tile_oc": 16, "tile_rc": 4}):
         ev = evaluate(Candidate.from_onnx(block_onnx, {**quant, **sched}), cpu)
@@ -191,7 +191,7 @@ def test_scheduled_mixed_precision_equals_the_unscheduled_integer_module(block_o
 
 def test_cpu_memory_follows_the_bit_widths(block_onnx):
     cpu = get_target("cpu")
-    cpu.repeats, cpu.min_repeat_ms = 2, 1
+    cpu.set_measure_options(repeats=2, min_repeat_ms=1)
     m = {}
     for name, hw in {"fp32": {}, "a8w8": {"activation_bits": 8, "weight_bits": 8},
                      "a16w8": {"activation_bits": 16, "weight_bits": 8},

@@ -96,7 +96,7 @@ def test_remote_measurement_is_real_and_computes_what_onnx_runtime_computes(trac
     device = RemoteDevice(host, int(port), KEY, timeout_s=60)
     space = get_space("nb201", **SMALL)
     target = get_target("cpu")
-    target.repeats = 5
+    target.set_measure_options(repeats=5)
     target.use_remote(device)
     hw = {"num_threads": 1}
     ev = evaluate(Candidate.from_space(space, GENOME, hw), target, workdir=tmp_path)
@@ -167,3 +167,17 @@ def test_remote_options_are_checked():
         SearchConfig(targets=("cpu",), rpc_tracker="127.0.0.1:9190")
     with pytest.raises(InvalidConfigError, match="cannot measure on a remote device"):
         get_target("asic:eyeriss").use_remote(RemoteDevice("127.0.0.1", 9190, KEY))
+
+
+def test_remote_measurement_sizes_the_thread_pool_as_a_local_one_does(tracker):
+    """The device's pool is configured by the same function as here (affinity mode -3: every thread may run on
+    every core); mode 1 pinned a worker to one core, which the serving thread shared (about 2x slower)."""
+    from hwnas.ir.runtime import REMOTE_THREAD_CORES, host_cores, set_remote_num_threads
+
+    host, port = tracker.split(":")
+    device = RemoteDevice(host, int(port), KEY, timeout_s=60)
+    with device.session() as sess:
+        set_remote_num_threads(sess, 2)
+        per_thread = [int(c) for c in str(sess.get_function(REMOTE_THREAD_CORES)()).split(",")]
+    assert len(per_thread) >= 2  # the serving thread and the pool's worker(s)
+    assert per_thread == [host_cores()] * len(per_thread)  # the server runs on this machine; nothing pinned

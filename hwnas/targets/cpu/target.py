@@ -25,12 +25,26 @@ from hwnas.ir import analysis
 from hwnas.ir import runtime as measure
 from hwnas.ir.lower import build_module
 from hwnas.ir.runtime import host_cores, host_cpu, native_lanes
-from hwnas.targets.base import Built, Target
+from hwnas.targets.base import Built, LegacyMeasureAttributes, MeasureOptions, Target
 from hwnas.targets.quantized import QuantizedDeployment
 from hwnas.util import filtered_native_stderr
 
 
-class CpuTarget(QuantizedDeployment, Target):
+def _env_number(name: str, kind, default, *, low):
+    """``$name`` as a ``kind`` number >= ``low``, or ``default`` when unset or empty; read when a target is made."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise InvalidConfigError(f"${name} must be a{'n integer' if kind is int else ' number'}, got {text!r}") from None
+    if not value >= low:
+        raise InvalidConfigError(f"${name} must be >= {low}, got {text!r}")
+    return value
+
+
+class CpuTarget(LegacyMeasureAttributes, QuantizedDeployment, Target):
     """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
 
     name = "cpu"
@@ -41,15 +55,10 @@ class CpuTarget(QuantizedDeployment, Target):
     #: measure: the whole module, for real; lut: per-kernel measured times, cached and summed;
     #: analytical: a roofline on the machine's measured peaks; predictor:MODEL.json: a trained model
     cost_methods = ("measure", "lut", "analytical", "predictor")
-
-    #: measurement settings (the benchmark raises repeats)
-    warmup = 3
-    repeats = 10
-    min_repeat_ms = 20.0
-    #: trials per new workload of ``cpu:tuned`` / ``cpu:metaschedule`` (HWNAS_TUNE_TRIALS overrides)
-    tune_trials = int(os.environ.get("HWNAS_TUNE_TRIALS", "32"))
-    #: seconds of tuning one build may spend, largest workloads first (HWNAS_TUNE_BUDGET_S; default none)
-    tune_budget_s = float(os.environ["HWNAS_TUNE_BUDGET_S"]) if os.environ.get("HWNAS_TUNE_BUDGET_S") else None
+    reference_cost_method = "measure"
+    trained_cost_methods = ("predictor",)
+    #: measurement settings (:meth:`~hwnas.targets.base.Target.set_measure_options` changes them per instance)
+    default_measure_options = MeasureOptions(warmup=3, repeats=10, min_repeat_ms=20.0)
 
     #: ``cpu:tuned``: each conv and dense kernel is scheduled with the schedule knobs measured best for its
     #: workload (:class:`~hwnas.targets.cpu.tuned_knobs.TunedKnobs`; those knobs leave the searched space);
@@ -64,6 +73,10 @@ class CpuTarget(QuantizedDeployment, Target):
                                      f"got 'cpu:{variant}'")
         super().__init__(variant)
         self.cores = host_cores()
+        #: trials per new workload of ``cpu:tuned`` / ``cpu:metaschedule`` (``$HWNAS_TUNE_TRIALS``, default 32)
+        self.tune_trials: int = _env_number("HWNAS_TUNE_TRIALS", int, 32, low=1)
+        #: seconds of tuning one build may spend, largest workloads first (``$HWNAS_TUNE_BUDGET_S``; default none)
+        self.tune_budget_s: float | None = _env_number("HWNAS_TUNE_BUDGET_S", float, None, low=0)
         #: the RPC device ``measure`` runs on (:meth:`use_remote`), and its LLVM CPU name
         self.remote = None
         self.remote_cpu: str | None = None
@@ -222,14 +235,16 @@ class CpuTarget(QuantizedDeployment, Target):
             from hwnas.targets.remote import measure_remote
 
             arrays = list(measure.random_inputs(built.inputs).values())
-            timing, _ = measure_remote(built.executable, arrays, self.remote, num_threads=threads, warmup=self.warmup,
-                                       repeats=self.repeats, min_repeat_ms=self.min_repeat_ms)
+            opts = self.measure_options
+            timing, _ = measure_remote(built.executable, arrays, self.remote, num_threads=threads, warmup=opts.warmup,
+                                       repeats=opts.repeats, min_repeat_ms=opts.min_repeat_ms)
             values = {"latency_ms": timing.median_ms, "latency_std_ms": timing.std_ms}
         elif base == "measure":
             measure.set_num_threads(threads)
             arrays = list(measure.random_inputs(built.inputs).values())
+            opts = self.measure_options
             timing = measure.measure_vm(
-                built.executable, arrays, warmup=self.warmup, repeats=self.repeats, min_repeat_ms=self.min_repeat_ms
+                built.executable, arrays, warmup=opts.warmup, repeats=opts.repeats, min_repeat_ms=opts.min_repeat_ms
             )
             values = {"latency_ms": timing.median_ms, "latency_std_ms": timing.std_ms}
         elif base == "lut":
@@ -255,6 +270,12 @@ class CpuTarget(QuantizedDeployment, Target):
         values["params_packed_kb"] = packed_param_bytes(values["params_kb"] * 1024,
                                                         quantization_info(built.module)) / 1024
         return values
+
+    def analyse(self, built: Built) -> None:
+        """The memory plan, parameter bytes and kernels of ``built``, and this machine's peaks and runtime
+        overhead for its thread count (measured once per process and cache namespace)."""
+        if self.remote is None:
+            self.cost(built, method="analytical")
 
     def emit(self, built: Built, out_dir: Path) -> dict[str, Path]:
         path = Path(out_dir) / "model.so"

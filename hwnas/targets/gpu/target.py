@@ -41,7 +41,7 @@ from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, Pow2Param
 from hwnas.ir import analysis
 from hwnas.ir import runtime as measure
-from hwnas.targets.base import Built, Target
+from hwnas.targets.base import Built, LegacyMeasureAttributes, MeasureOptions, Target
 from hwnas.targets.gpu.devices import DEVICES, device_named, get_device
 from hwnas.util import error_line, filtered_native_stderr
 
@@ -110,19 +110,18 @@ class GpuBuilt(Built):
     cost_method: str | None = None
 
 
-class GpuTarget(Target):
+class GpuTarget(LegacyMeasureAttributes, Target):
     """One NVIDIA GPU model, from :data:`hwnas.targets.gpu.devices.DEVICES`."""
 
     name = "gpu"
     description = "NVIDIA GPU via TVM CUDA codegen + nvcc: thread-block/tile/shared-memory HSS; measured or analytical"
     metrics = ("latency_ms", "latency_std_ms", "peak_memory_kb", "params_kb", "macs")
     cost_methods = ("analytical", "measure")
+    #: the analytical estimate is judged against a measurement on the device (which needs its GPU)
+    reference_cost_method = "measure"
     variants = tuple(DEVICES)
-
-    #: measurement settings
-    warmup = 10
-    repeats = 20
-    min_repeat_ms = 20.0
+    #: measurement settings (:meth:`~hwnas.targets.base.Target.set_measure_options` changes them per instance)
+    default_measure_options = MeasureOptions(warmup=10, repeats=20, min_repeat_ms=20.0)
 
     def __init__(self, variant: str | None = None) -> None:
         self.device = get_device(variant)
@@ -284,8 +283,9 @@ class GpuTarget(Target):
                 )
 
             arrays = list(measure.random_inputs(built.inputs).values())
-            timing = measure.measure_vm(built.executable, arrays, device=tvm.cuda(0), warmup=self.warmup,
-                                        repeats=self.repeats, min_repeat_ms=self.min_repeat_ms)
+            opts = self.measure_options
+            timing = measure.measure_vm(built.executable, arrays, device=tvm.cuda(0), warmup=opts.warmup,
+                                        repeats=opts.repeats, min_repeat_ms=opts.min_repeat_ms)
             out.update(latency_ms=timing.median_ms, latency_std_ms=timing.std_ms)
         else:
             out["latency_ms"], _ = self.estimate(built)

@@ -29,8 +29,9 @@ explicit schedule in the style of TVM's direct CUDA convolution template:
 
 Functions are marked ``tirx.is_scheduled`` so that dlight
 (:class:`~hwnas.targets.gpu.default_schedule.GpuDefaultSchedule`) leaves them
-alone. A function this rule does not match, or whose scheduling raises, is
-left for dlight (logged at debug level).
+alone. A function this rule does not match is left for dlight; one whose
+scheduling raises is left for dlight too, and recorded by the shared driver
+(:func:`hwnas.ir.schedule.schedule_prim_funcs`) for the evaluation to report.
 
 This module also holds :class:`GpuScheduleConfig` and the helpers
 :mod:`gpu_tile_dense` shares.
@@ -40,15 +41,23 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import tvm
 from tvm import s_tir, tirx
 
-from hwnas.errors import HwnasError, InvalidConfigError
-from hwnas.ir.schedule import annotate_unroll, has_one_loop_per_iter, is_plain_copy, iter_kinds, loop_extents, root_blocks, SCHEDULED_ATTR
+from hwnas.errors import InvalidConfigError
+from hwnas.ir.schedule import (
+    annotate_unroll,
+    has_one_loop_per_iter,
+    is_plain_copy,
+    iter_kinds,
+    loop_extents,
+    root_blocks,
+    schedule_prim_funcs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +66,6 @@ GPU_CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw", "depthwise_conv2d_nchw")
 
 #: values of the ``shared`` knob: stage both operands in shared memory, or read them from global memory
 SHARED_MODES = ("both", "none")
-
-#: dlight and our passes agree on this attribute to mean "already scheduled"
-IS_SCHEDULED = "tirx.is_scheduled"
-
 
 @dataclass(frozen=True)
 class GpuScheduleConfig:
@@ -190,36 +195,6 @@ def place_gpu_epilogue(sch: s_tir.Schedule, main: s_tir.SBlockRV, epilogue, thre
         sch.reverse_compute_at(write, thread_loop, preserve_unit_loops=True)
 
 
-def schedule_gpu_funcs(
-    mod: tvm.IRModule, pass_name: str, rule: Callable[[s_tir.Schedule], bool], logger: logging.Logger = log
-) -> tvm.IRModule:
-    """Apply ``rule`` to each PrimFunc of a copy of ``mod`` that nothing scheduled yet.
-
-    A function the rule schedules is marked with hwnas's attribute and
-    ``tirx.is_scheduled``; one whose rule raises a TVM error is left as it was
-    (dlight schedules it later); a :class:`~hwnas.errors.HwnasError` propagates.
-    """
-    out = mod.clone()
-    for gv, func in mod.functions_items():
-        if not isinstance(func, tirx.PrimFunc):
-            continue
-        if func.attrs is not None and (SCHEDULED_ATTR in func.attrs or IS_SCHEDULED in func.attrs):
-            continue
-        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-        try:
-            matched = rule(sch)
-        except HwnasError:
-            raise
-        except Exception as exc:  # one odd function must not fail the module
-            logger.debug("%s: left %s to dlight: %s", pass_name, gv.name_hint, exc)
-            continue
-        if matched:
-            f = sch.mod["main"].with_attr(SCHEDULED_ATTR, pass_name).with_attr(IS_SCHEDULED, True)
-            out.update_func(gv, f)
-            logger.debug("%s: scheduled %s", pass_name, gv.name_hint)
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The conv rule
 # ---------------------------------------------------------------------------
@@ -285,4 +260,5 @@ class GpuTileConv2d:
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         """Return a copy of ``mod`` with its conv PrimFuncs scheduled."""
-        return schedule_gpu_funcs(mod, "GpuTileConv2d", lambda sch: schedule_gpu_conv2d(sch, self.config), log)
+        return schedule_prim_funcs(mod, "GpuTileConv2d", lambda sch: schedule_gpu_conv2d(sch, self.config), log,
+                                   mark_tir_scheduled=True)

@@ -35,10 +35,9 @@ from hwnas.targets.gpu.tile_conv2d import (
     GpuScheduleConfig,
     cooperative_fetch,
     place_gpu_epilogue,
-    schedule_gpu_funcs,
     split_threads,
 )
-from hwnas.ir.schedule import annotate_unroll, has_one_loop_per_iter, iter_kinds, loop_extents, root_blocks
+from hwnas.ir.schedule import annotate_unroll, has_one_loop_per_iter, iter_kinds, loop_extents, root_blocks, schedule_prim_funcs
 from hwnas.ir.schedule import DENSE_BLOCKS
 
 log = logging.getLogger(__name__)
@@ -91,4 +90,5 @@ class GpuTileDense:
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         """Return a copy of ``mod`` with its dense PrimFuncs scheduled."""
-        return schedule_gpu_funcs(mod, "GpuTileDense", lambda sch: schedule_gpu_dense(sch, self.config), log)
+        return schedule_prim_funcs(mod, "GpuTileDense", lambda sch: schedule_gpu_dense(sch, self.config), log,
+                                   mark_tir_scheduled=True)

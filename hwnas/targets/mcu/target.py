@@ -134,7 +134,10 @@ class McuTarget(QuantizedDeployment, Target):
     name = "mcu"
     description = "Cortex-M microcontroller: int8 C bundle, planned SRAM, flash from arm-none-eabi, latency estimate"
     metrics = ("latency_ms", "peak_memory_kb", "flash_kb", "params_kb", "params_packed_kb", "macs")
+    #: model: the instruction count estimated from the kernels; emulate: counted by running the firmware in
+    #: QEMU (the reference the model is judged against)
     cost_methods = ("model", "emulate")
+    reference_cost_method = "emulate"
     variants = _BoardNames()  # type: ignore[assignment]
 
     @property

@@ -16,7 +16,8 @@ from hwnas.targets import get_target
 
 def _tuned(trials: int = 4, budget_s=None):
     cpu = get_target("cpu:tuned")
-    cpu.tune_trials, cpu.tune_budget_s, cpu.repeats = trials, budget_s, 2
+    cpu.tune_trials, cpu.tune_budget_s = trials, budget_s
+    cpu.set_measure_options(repeats=2)
     return cpu
 
 

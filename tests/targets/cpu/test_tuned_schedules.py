@@ -16,7 +16,8 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     hw = {"num_threads": 1}
 
     cpu = get_target("cpu:metaschedule")
-    cpu.tune_trials, cpu.repeats = 4, 2
+    cpu.tune_trials = 4
+    cpu.set_measure_options(repeats=2)
     first = evaluate(Candidate.from_onnx(a, hw), cpu)
     assert first.timings["tuning_tuned"] == 3 and first.timings["tuning_reused"] == 0  # 2 convs + dense
     matches_ort(first, a)
@@ -24,7 +25,8 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     assert all("tirx.is_scheduled" in f.attrs for f in kernels.values())
 
     fresh = get_target("cpu:metaschedule")  # another candidate, as another worker would price it
-    fresh.tune_trials, fresh.repeats = 4, 2
+    fresh.tune_trials = 4
+    fresh.set_measure_options(repeats=2)
     again = evaluate(Candidate.from_onnx(a, hw), fresh)
     assert again.timings["tuning_tuned"] == 0 and again.timings["tuning_reused"] == 3
     other = evaluate(Candidate.from_onnx(b, hw), fresh)
@@ -41,7 +43,8 @@ def test_a_tuning_budget_tunes_the_largest_workloads_first(tmp_path, monkeypatch
     path = tuning_onnx(24)
     cpu = get_target("cpu:metaschedule")
     # any budget is spent by the first workload: only the largest (3x3 conv, 43200 MACs) is tuned
-    cpu.tune_trials, cpu.tune_budget_s, cpu.repeats = 4, 1e-3, 2
+    cpu.tune_trials, cpu.tune_budget_s = 4, 1e-3
+    cpu.set_measure_options(repeats=2)
     ev = evaluate(Candidate.from_onnx(path, {"num_threads": 1}), cpu)
     assert (ev.timings["tuning_tuned"], ev.timings["tuning_untuned"]) == (1, 2)
     assert ev.timings["tuning_s"] > 0

@@ -60,7 +60,8 @@ def test_cpu_tuned_keeps_the_winograd_schedule_and_matches_onnxruntime(tmp_path,
 
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     cpu = get_target("cpu:tuned")
-    cpu.tune_trials, cpu.repeats = 2, 2
+    cpu.tune_trials = 2
+    cpu.set_measure_options(repeats=2)
     path = pipeline.onnx("residual")
     ev = evaluate(Candidate.from_onnx(path, {"layout": "NCHWc", "pack": 16, "conv_algo": "winograd",
                                              "num_threads": 1}), cpu)
