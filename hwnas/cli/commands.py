@@ -245,9 +245,15 @@ def cmd_search(args) -> int:
     if files.get("transfer_table") is not None:
         print(_transfer_summary(files["transfer_table"]))
     reused = tuned = 0
+    not_as_configured: dict[str, int] = {}  # reason -> points whose kernels a schedule rule left unscheduled
     for row in search.store.evaluations(search.RUN_ID):
         reused += int(row.timings.get("tuning_reused", 0))
         tuned += int(row.timings.get("tuning_tuned", 0))
+        for reason in {f"{u['pass']}: {u['error']}" for u in row.timings.get("unscheduled", ())}:
+            not_as_configured[reason] = not_as_configured.get(reason, 0) + 1
+    for reason, n in sorted(not_as_configured.items(), key=lambda kv: -kv[1]):
+        print(f"not as configured: {n} point(s) have kernels a schedule rule left unscheduled ({reason}); "
+              f"their figures are those of the code compiled", file=sys.stderr)
     if reused + tuned:
         print(f"tuned schedules: {reused + tuned} kernels compiled with tuned schedules, {reused} reused from "
               f"the tuning database ({100 * reused / (reused + tuned):.0f} % reuse), {tuned} tuned in this run")

@@ -44,8 +44,8 @@ class PointEvaluator:
             t.cost_method(cfg.cost)
             if cfg.ladder is not None:
                 t.cost_method(cfg.ladder)
-            if cfg.repeats is not None and hasattr(t, "repeats"):
-                t.repeats = cfg.repeats
+            if cfg.repeats is not None and t.measure_options is not None:
+                t.set_measure_options(repeats=cfg.repeats)
         self.needs_accuracy = cfg.needs_accuracy
         self.accuracy = (
             get_accuracy(cfg.accuracy, **cfg.accuracy_options) if self.needs_accuracy and self.space else None
@@ -130,7 +130,9 @@ class PointEvaluator:
                 if acc is not None:
                     metrics["accuracy"] = acc
                 result["metrics"][target.spec] = metrics
-                timings = dict(ev.timings, device=ev.device) if ev.device else ev.timings
+                timings = dict(ev.timings, device=ev.device) if ev.device else dict(ev.timings)
+                if ev.unscheduled:  # kernels not compiled as ``hw`` asked: the store and the summary say which
+                    timings["unscheduled"] = ev.unscheduled
                 self.record_numerics(genome, hw, target, ev.built)
                 self.record(key, genome, hw, target, metrics, "ok", None, timings, started)
             except Exception as exc:  # one candidate's failure is recorded, never fatal

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -227,20 +226,3 @@ class Target(abc.ABC):
         """What a loader needs to run the emitted library with the stock TVM runtime
         (written into the manifest): ``{"device": "cpu", ...}``."""
         return {"device": "cpu"}
-
-
-class LegacyMeasureAttributes:
-    """``warmup``, ``repeats`` and ``min_repeat_ms`` as attributes of a measuring target, for code written before
-    :meth:`Target.set_measure_options` (setting one warns). Remove once nothing sets them."""
-
-    def _legacy_set(self, name: str, value) -> None:
-        warnings.warn(f"setting target.{name} is deprecated; use target.set_measure_options({name}=...)",
-                      DeprecationWarning, stacklevel=3)
-        self.set_measure_options(**{name: value})
-
-    warmup = property(lambda self: self.measure_options.warmup,
-                      lambda self, v: self._legacy_set("warmup", v))
-    repeats = property(lambda self: self.measure_options.repeats,
-                       lambda self, v: self._legacy_set("repeats", v))
-    min_repeat_ms = property(lambda self: self.measure_options.min_repeat_ms,
-                             lambda self, v: self._legacy_set("min_repeat_ms", v))

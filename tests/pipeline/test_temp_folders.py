@@ -66,7 +66,7 @@ def test_a_predictor_sample_leaves_no_temporary_folder(fresh_tmp):
     from hwnas.targets import get_target
 
     space, target = get_space("nb201", cells_per_stage=1), get_target("cpu")
-    target.repeats = 2
+    target.set_measure_options(repeats=2)
     samples = predictor.collect(space, target, predictor.sample_candidates(space, target, 1, seed=0))
     assert len(samples) == 1 and samples[0].latency_ms > 0
     assert sorted(os.listdir(fresh_tmp)) == []

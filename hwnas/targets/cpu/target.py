@@ -25,7 +25,7 @@ from hwnas.ir import analysis
 from hwnas.ir import runtime as measure
 from hwnas.ir.lower import build_module
 from hwnas.ir.runtime import host_cores, host_cpu, native_lanes
-from hwnas.targets.base import Built, LegacyMeasureAttributes, MeasureOptions, Target
+from hwnas.targets.base import Built, MeasureOptions, Target
 from hwnas.targets.quantized import QuantizedDeployment
 from hwnas.util import filtered_native_stderr
 
@@ -44,7 +44,7 @@ def _env_number(name: str, kind, default, *, low):
     return value
 
 
-class CpuTarget(LegacyMeasureAttributes, QuantizedDeployment, Target):
+class CpuTarget(QuantizedDeployment, Target):
     """The machine hwnas runs on (LLVM, detected ``mcpu``, all its cores)."""
 
     name = "cpu"

@@ -41,7 +41,7 @@ from hwnas.errors import CompileError, InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, Pow2Param
 from hwnas.ir import analysis
 from hwnas.ir import runtime as measure
-from hwnas.targets.base import Built, LegacyMeasureAttributes, MeasureOptions, Target
+from hwnas.targets.base import Built, MeasureOptions, Target
 from hwnas.targets.gpu.devices import DEVICES, device_named, get_device
 from hwnas.util import error_line, filtered_native_stderr
 
@@ -110,7 +110,7 @@ class GpuBuilt(Built):
     cost_method: str | None = None
 
 
-class GpuTarget(LegacyMeasureAttributes, Target):
+class GpuTarget(Target):
     """One NVIDIA GPU model, from :data:`hwnas.targets.gpu.devices.DEVICES`."""
 
     name = "gpu"
