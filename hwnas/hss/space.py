@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InvalidConfigError
-from hwnas.hss.params import Param
+from hwnas.hss.params import ChoiceParam, Param
 
 #: bound on rejection sampling in :meth:`HardwareSpace.sample`
 MAX_SAMPLE_TRIES = 1000
@@ -131,8 +131,6 @@ class HardwareSpace:
 
         The genome keeps its length, so a stored config still decodes; the knobs just have nothing to choose.
         """
-        from hwnas.hss.params import ChoiceParam
-
         params = {
             k: ChoiceParam((p.default,), doc=f"{p.doc} (fixed: {why})") if k in names else p
             for k, p in self.params.items()

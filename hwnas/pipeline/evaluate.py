@@ -18,9 +18,10 @@ from typing import Any
 
 from hwnas.arch import ArchSpace
 from hwnas.errors import CompileError, HwnasError, InvalidConfigError
-from hwnas.metrics import check_values
 from hwnas.ir import graph, lower
 from hwnas.ir.schedule import unscheduled_functions
+from hwnas.metrics import check_values
+from hwnas.pipeline.executor import NullGate
 from hwnas.targets import Built, Target
 from hwnas.util import error_line
 
@@ -177,8 +178,6 @@ def evaluate(
     hw = target.hardware_space.validate(candidate.hw)
     method = target.cost_method(cost)
     if gate is None:
-        from hwnas.pipeline.executor import NullGate
-
         gate = NullGate()
     if not target.compiles:
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ import networkx as nx
 import numpy as np
 
 from hwnas.errors import CompileError
+from hwnas.ir.workloads import nbytes, walk
 
 #: tensors are placed at multiples of this many bytes
 ALIGN = 8
@@ -315,8 +316,6 @@ def kernel_workspace(lowered) -> dict[str, dict[str, int]]:
     ``heap`` (the TVMBackendAllocWorkspace bytes its allocations become, each rounded to :data:`ALIGN`, all
     live at once at worst) and ``stack`` (its stack arrays) bytes, read from its ``AllocBuffer`` statements
     and split as ``LowerTVMBuiltin`` splits them (:data:`MAX_STACK_ALLOCA`)."""
-    from hwnas.ir.workloads import nbytes, walk
-
     out: dict[str, dict[str, int]] = {}
     for gv, func in lowered.functions.items():
         sizes = [nbytes(node.buffer.shape, node.buffer.dtype) for node in walk(func.body)
