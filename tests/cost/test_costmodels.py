@@ -141,6 +141,7 @@ def samples(cpu):
     return collect(space, cpu, [(g, full.validate(hw)) for g, hw in sample_candidates(space, schedule, 10, seed=4)])
 
 
+@pytest.mark.slow  # the ten measured samples take 80 s on 2 cores; tests/cost/test_ensemble.py covers the models
 @pytest.mark.parametrize("kind", ["xgb", "mlp"])
 def test_predictor_trains_saves_loads_and_prices_with_an_error_bar(cpu, samples, kind, tmp_path):
     assert len(samples) == 10 and all(s.latency_ms > 0 for s in samples)

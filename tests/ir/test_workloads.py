@@ -20,7 +20,7 @@ def _fused(net, shape, path):
     return model, lower.fuse(lower.to_relax(model))
 
 
-@pytest.mark.parametrize("space", ["nb201", "fbnet", "mbv2"])
+@pytest.mark.parametrize("space", ["nb201", "fbnet", pytest.param("mbv2", marks=pytest.mark.slow)])  # mbv2: ~18 s
 def test_macs_equal_the_onnx_graph_count(space, tmp_path):
     sp = get_space(space)
     rng = np.random.default_rng(7)

@@ -37,7 +37,7 @@ def test_tuned_schedules_are_tuned_once_per_workload_and_shared(tmp_path, monkey
     assert "tuning_tuned" not in off.timings  # plain cpu: the knobs' schedules, no tuning
 
 
-# ~30 s of MetaSchedule tuning: the default run's one MetaSchedule test
+@pytest.mark.slow  # 30-75 s of MetaSchedule tuning (the default run has none: cpu:tuned's tests cover the sharing)
 def test_a_tuning_budget_tunes_the_largest_workloads_first(tmp_path, monkeypatch, tuning_onnx, matches_ort):
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     path = tuning_onnx(24)
