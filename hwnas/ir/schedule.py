@@ -10,13 +10,14 @@ evaluation reports (:func:`unscheduled_functions`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import tvm
 from tvm import s_tir, tirx
 from tvm.ir.expr import TensorLoad
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, InvalidConfigError
 from hwnas.util import error_line
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,21 @@ SCHEDULED_ATTR = "hwnas.scheduled"
 UNSCHEDULED_ATTR = "hwnas.unscheduled"
 #: TVM's mark of a scheduled PrimFunc (dlight and the default GPU schedule skip it).
 IS_SCHEDULED = "tirx.is_scheduled"
+
+
+def config_fields(config: Mapping[str, Any], cls: type, *, what: str) -> dict[str, Any]:
+    """The knobs of a hardware-config dict that the dataclass ``cls`` declares (others are ignored), with
+    numpy ints (from a decoded search vector) made Python ints; ``what`` names the config in the error."""
+    if not isinstance(config, Mapping):
+        raise InvalidConfigError(f"{what} must be a mapping, got {type(config).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in config.items():
+        if key not in cls.__dataclass_fields__:
+            continue
+        if hasattr(value, "__index__") and not isinstance(value, bool):
+            value = int(value)
+        values[key] = value
+    return values
 
 
 def divisor_tile(extent: int, tile: int) -> int:

@@ -54,17 +54,17 @@ This module also holds the small helpers :mod:`tile_dense` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import s_tir
 
 from hwnas.errors import InvalidConfigError
 from hwnas.ir.schedule import (
-    SCHEDULED_ATTR,
     annotate_unroll,
+    config_fields,
     divisor_tile,
     has_one_loop_per_iter,
     is_plain_copy,
@@ -201,20 +201,11 @@ class CpuScheduleConfig:
         """Read the knobs this module knows from a hardware-config dict (others are ignored)."""
         if isinstance(config, CpuScheduleConfig):
             return config
-        if not isinstance(config, Mapping):
-            raise InvalidConfigError(f"a CPU hardware config must be a mapping, got {type(config).__name__}")
-        values: dict[str, Any] = {}
-        for key, value in config.items():
-            if key not in cls.__dataclass_fields__:
-                continue
-            if hasattr(value, "__index__") and not isinstance(value, bool):
-                value = int(value)  # numpy ints from a decoded search vector
-            values[key] = value
-        return cls(**values)
+        return cls(**config_fields(config, cls, what="a CPU hardware config"))
 
 
 # ---------------------------------------------------------------------------
-# Helpers shared by the schedule passes
+# Helpers shared by the CPU schedule passes
 # ---------------------------------------------------------------------------
 
 

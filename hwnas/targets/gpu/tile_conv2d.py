@@ -46,11 +46,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import s_tir
 
 from hwnas.errors import InvalidConfigError
 from hwnas.ir.schedule import (
     annotate_unroll,
+    config_fields,
     has_one_loop_per_iter,
     is_plain_copy,
     iter_kinds,
@@ -123,16 +124,7 @@ class GpuScheduleConfig:
         """Read the knobs this module knows from a hardware-config dict (others are ignored)."""
         if isinstance(config, GpuScheduleConfig):
             return config
-        if not isinstance(config, Mapping):
-            raise InvalidConfigError(f"a GPU hardware config must be a mapping, got {type(config).__name__}")
-        values: dict[str, Any] = {}
-        for key, value in config.items():
-            if key not in cls.__dataclass_fields__:
-                continue
-            if hasattr(value, "__index__") and not isinstance(value, bool):
-                value = int(value)
-            values[key] = value
-        return cls(**values)
+        return cls(**config_fields(config, cls, what="a GPU hardware config"))
 
 
 # ---------------------------------------------------------------------------
