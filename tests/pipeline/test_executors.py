@@ -58,6 +58,7 @@ def _stored(search):
                    r.status, r.error) for r in rows)
 
 
+@pytest.mark.slow  # ~15 s; dask is an optional extra
 def test_a_seeded_search_stores_the_same_results_with_the_process_pool_and_dask(tmp_path, dask_cluster):
     a = Search(_analytical(executor="process"), tmp_path / "process")
     front_a = a.run()

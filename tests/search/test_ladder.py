@@ -12,7 +12,7 @@ from hwnas.search.driver import Search
 def test_ladder_reprices_every_front_point_and_reports_disagreements(tmp_path):
     cfg = SearchConfig(targets=("cpu",), space="nb201", space_options={"cells_per_stage": 1},
                        objectives=("accuracy", "latency_ms"), accuracy="proxy",
-                       accuracy_options={"kind": "synflow"}, cost="analytical", ladder="measure", budget=4, pop_size=2,
+                       accuracy_options={"kind": "synflow"}, cost="analytical", ladder="measure", budget=3, pop_size=2,
                        workers=0, repeats=3, surrogate="none")
     search = Search(cfg, tmp_path / "run")
     front = search.run()

@@ -214,6 +214,9 @@ def test_golden_search_on_published_tables(tmp_path):
     assert indices == golden["front_nb201_indices"]
 
 
+# ~50 s (four nb201 compiles); by default a real cpu search with its report runs in tests/search/test_ladder.py,
+# one through the CLI in tests/targets/test_remote.py, a search's artifacts in tests/pipeline/test_temp_folders.py
+@pytest.mark.slow
 def test_a_real_cpu_search_writes_report_and_artifacts(tmp_path):
     out = tmp_path / "cpu"
     res = _cli("search", "--space", "nb201", "--space-option", "cells_per_stage=1", "--target", "cpu",
