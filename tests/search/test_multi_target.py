@@ -31,7 +31,7 @@ SPACE_OPTIONS = {"cells_per_stage": 1}
 
 def accel_config(**kw):
     base = dict(targets=TARGETS, space="nb201", space_options=SPACE_OPTIONS,
-                objectives=("latency_ms@worst", "energy_mj@geomean"), formulation="random", budget=6, pop_size=3,
+                objectives=("latency_ms@worst", "energy_mj@geomean"), formulation="random", budget=4, pop_size=2,
                 workers=0, seed=0)
     base.update(kw)
     return SearchConfig(**base)
@@ -143,7 +143,7 @@ def test_resumed_aggregated_run_reuses_points_and_reference(accel_run):
     extra = search.store.count(EXTRA_RUN_ID)
     resumed = Search(accel_config(), out, resume=True)
     resumed.run()
-    assert resumed.from_store == 6 and resumed.evaluated == 6
+    assert resumed.from_store == 4 and resumed.evaluated == 4
     assert resumed.store.count(EXTRA_RUN_ID) == extra  # the reference was not evaluated again
     assert [t.references for t in resumed.objectives] == [t.references for t in search.objectives]
 
