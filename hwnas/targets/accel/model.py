@@ -423,7 +423,6 @@ def _overflow(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> float:
 
 def evaluate_mapping(layer: Layer, cfg: AccelConfig, mapping: Mapping) -> LayerCost:
     """Cycles, accesses, energy and buffer use of one call of ``layer`` on ``cfg`` under ``mapping``."""
-    dims = layer.dims
     sp, rf, glb, dram = (mapping.factors(lv) for lv in ("spatial", "rf", "glb", "dram"))
     t_pe = layer.clip(rf)
     t_arr = layer.clip({d: rf[d] * sp[d] for d in DIMS})
