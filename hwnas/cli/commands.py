@@ -328,6 +328,45 @@ def cmd_predictor_train(args) -> int:
     return 0
 
 
+def cmd_predictor_fewshot(args) -> int:
+    from hwnas.cost import fewshot
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    shots = fewshot.read_shots(args.shots, args.space)
+    model = fewshot.fit(args.space, shots, method=args.method, name=args.name)
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    top = sorted(zip(model.devices, model.device_weights), key=lambda t: -abs(t[1]))[:3]
+    print(f"few-shot model of {args.name} ({args.space}, {args.method}) from {len(shots)} shots saved to {out}; "
+          f"largest prior weights: {', '.join(f'{d} {w:+.2f}' for d, w in top)}")
+    print(f"use it with: hwnas predictor predict --model {out} --archs ARCHS.csv --out PRED.csv, or "
+          f"hwnas search --space {args.space} --target published:fewshot --cost fewshot:{out} ...")
+    return 0
+
+
+def cmd_predictor_predict(args) -> int:
+    import csv
+
+    from hwnas.cost import fewshot
+
+    model = fewshot.FewShotModel.load(args.model)
+    genomes = fewshot.read_archs(args.archs, model.space)
+    ms = model.predict(genomes) if genomes else []
+    out = Path(args.out)
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "latency_ms"])
+        for genome, value in zip(genomes, ms):
+            writer.writerow([fewshot.format_arch(model.space, genome), f"{float(value):.6g}"])
+    print(f"{len(genomes)} latencies of {model.name} ({model.space}) written to {out}")
+    return 0
+
+
 def cmd_bench_cost_models(args) -> int:
     from hwnas.cli import bench
 
@@ -497,6 +536,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_predictor_train)
+    p = psub.add_parser("fewshot", help="fit a latency model of a device you do not own from a few measured "
+                                        "architectures (the published devices are the prior)")
+    p.add_argument("--space", required=True, choices=("nb201", "fbnet"), help="architecture space of the shots")
+    p.add_argument("--shots", required=True, help="CSV with columns arch,latency_ms (at least 3 rows)")
+    p.add_argument("--method", default="ensemble", choices=("nearest", "transfer", "anchored", "ensemble"),
+                   help="how the prior is used (default ensemble; see README)")
+    p.add_argument("--name", default="fewshot", help="the device's name, recorded in the model")
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_predictor_fewshot)
+    p = psub.add_parser("predict", help="latency of architectures from a few-shot model")
+    p.add_argument("--model", required=True, help="model file of `hwnas predictor fewshot`")
+    p.add_argument("--archs", required=True, help="CSV with the column arch")
+    p.add_argument("--out", required=True, help="CSV to write: arch,latency_ms")
+    p.set_defaults(func=cmd_predictor_predict)
 
     p = sub.add_parser("bench", help="benchmarks run through hwnas itself")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
