@@ -328,6 +328,40 @@ def cmd_predictor_train(args) -> int:
     return 0
 
 
+def cmd_predictor_build(args) -> int:
+    import time
+
+    from hwnas.pipeline import kernel_set
+    from hwnas.pipeline.store import ResultStore
+    from hwnas.targets import get_target
+
+    target = get_target(args.target)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    store_path = Path(args.store or out.with_suffix(".kernels.db"))
+    store = ResultStore(store_path)
+    line = Counter(f"kernels for {target.spec}")
+    started = time.monotonic()
+
+    def show(state) -> None:
+        err = ("held-out error: -" if state["within_10pct"] is None else
+               f"held-out: {100 * state['within_10pct']:.0f} % within +-10 %, MAPE {state['mape_pct']:.1f} %")
+        line.label = f"{state['measured']} kernels timed ({state['resumed']} resumed), pool {state['pool']}; {err}"
+        line(min(int(time.monotonic() - started), int(60 * args.minutes)), int(60 * args.minutes))
+
+    model = kernel_set.build(target, store, minutes=args.minutes, error_target=args.error_target, seed=args.seed,
+                             progress=show)
+    line.close()
+    model.save(out)
+    h = model.metadata["heldout"]
+    print(f"kernel predictor of {target.spec} from {model.metadata['kernels']} kernels saved to {out} (kernel set: "
+          f"{store_path}); held-out kernels ({h['n']}): {100 * h['within_10pct']:.0f} % within +-10 %, "
+          f"MAPE {h['mape_pct']:.1f} %")
+    print(f"use it with: hwnas search --target {target.spec} --cost predictor:{out} --ladder measure ...")
+    return 0
+
+
 def cmd_predictor_fewshot(args) -> int:
     from hwnas.cost import fewshot
 
@@ -373,7 +407,7 @@ def cmd_bench_cost_models(args) -> int:
     out = Path(args.out or f"runs/bench-cost-models-{args.space}")
     progress = Counter("pricing candidates")
     result = bench.cost_models(space_name=args.space, target_spec=args.target, n=args.n, seed=args.seed, out=out,
-                               search_budget=args.search_budget, progress=progress)
+                               search_budget=args.search_budget, progress=progress, kernel_model=args.kernel_model)
     progress.close()
     print(bench.format_table(result))
     print(f"wrote {out / 'cost_models.csv'}, {out / 'cost_models.json'}, {out / 'cost_models.png'} "
@@ -536,6 +570,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_predictor_train)
+    p = psub.add_parser("build", help="time kernels alone (adaptive sampling) and fit a kernel-level latency "
+                                      "predictor of the target; resumes from its kernel set")
+    p.add_argument("--target", default="cpu", help="target whose kernels are timed (default cpu)")
+    p.add_argument("--minutes", type=float, default=20.0, help="time budget (default 20)")
+    p.add_argument("--error-target", type=float, default=0.95,
+                   help="stop early when this share of held-out kernels is within +-10 %% (default 0.95)")
+    p.add_argument("--store", help="results store holding the kernel set (default OUT with .kernels.db); "
+                                   "a search's results.db works too: its lookup-table kernels are reused")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_predictor_build)
     p = psub.add_parser("fewshot", help="fit a latency model of a device you do not own from a few measured "
                                         "architectures (the published devices are the prior)")
     p.add_argument("--space", required=True, choices=("nb201", "fbnet"), help="architecture space of the shots")
@@ -556,12 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bsub.add_parser("cost-models", help="a target's cost methods (and its predictors, if it trains any) "
                                            "against its reference method on the same networks")
-    p.add_argument("--space", default="nb201", help="architecture space (default nb201)")
+    p.add_argument("--space", default="nb201", help="architecture space (default nb201), or several separated by "
+                                                    "commas (mbv2,fbnet,nb201: candidates drawn in turn)")
     p.add_argument("--target", default="cpu", help="target (default cpu)")
     p.add_argument("--n", type=int, default=300, help="candidates to compile and price (default 300)")
-    p.add_argument("--search-budget", type=int, default=24, help="points of the search run with each method")
+    p.add_argument("--search-budget", type=int, default=24, help="points of the search run with each method "
+                                                                 "(0: no searches)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for cost_models.csv/json/png (default runs/bench-cost-models-SPACE)")
+    p.add_argument("--kernel-model", help="also judge this kernel predictor (hwnas predictor build), with the "
+                                          "noise floor: each candidate measured twice")
     p.set_defaults(func=cmd_bench_cost_models)
 
     p = sub.add_parser("rpc", help="TVM RPC tracker and servers for measuring on other devices")
