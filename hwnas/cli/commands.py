@@ -266,8 +266,8 @@ def cmd_search(args) -> int:
         bad = [r for r in lrows if r["disagree"]]
         median = f"{100 * errs[len(errs) // 2]:.1f} %" if errs else "-"
         print(f"cost ladder: {len({r['key'] for r in lrows})} front points re-priced with {config.ladder}; median "
-              f"|{config.cost or 'default'} - {config.ladder}| {median}; {len(bad)} value(s) differ by more than "
-              f"10 % (listed in the report)")
+              f"|{config.cost or 'default'} - {config.ladder}| {median}; {len(bad)} of {len(lrows)} value(s) differ by "
+              f"more than 10 % (disagreement rate {100 * len(bad) / max(len(lrows), 1):.0f} %; listed in the report)")
     print(f"report: {files['html']}")
     return 0
 
