@@ -62,6 +62,10 @@ def _lut(path: Path) -> dict[str, dict[str, float]]:
     return json.loads(path.read_text())
 
 
+_NEEDS_MODEL = (f"target published:{FEWSHOT} prices with a device's few-shot model: --cost {FEWSHOT}:DEV.json "
+                "(fit one with `hwnas predictor fewshot`)")
+
+
 @functools.lru_cache(maxsize=4)
 def _fewshot_model(path: str, space: str) -> FewShotModel:
     return FewShotModel.load(path, space=space)
@@ -71,7 +75,8 @@ class PublishedTarget(Target):
     """A device known from published measurement tables."""
 
     name = "published"
-    description = "published latency/energy tables (NAS-Bench-201, HW-NAS-Bench); no compile"
+    description = ("published latency/energy tables (NAS-Bench-201, HW-NAS-Bench); no compile; published:fewshot "
+                   "--cost fewshot:DEV.json: a few-shot model of your own device (hwnas predictor fewshot)")
     metrics = ("latency_ms", "energy_mj")
     cost_methods = ("table",)
     compiles = False
@@ -84,6 +89,8 @@ class PublishedTarget(Target):
                 f"or published:{FEWSHOT} with --cost {FEWSHOT}:DEV.json"
             )
         super().__init__(variant)
+        if variant == FEWSHOT:  # its one method, which needs the model file: --cost fewshot:DEV.json
+            self.cost_methods = (FEWSHOT,)
 
     def cost_method(self, method: str | None) -> str:
         base, _, arg = str(method or "").partition(":")
@@ -92,9 +99,10 @@ class PublishedTarget(Target):
                 raise InvalidConfigError(f"--cost {FEWSHOT}:DEV.json goes with --target published:{FEWSHOT}, "
                                          f"not {self.spec}")
             return super().cost_method(method)
+        if method is None or method == FEWSHOT:
+            return FEWSHOT  # the default method's name; pricing with it asks for the model file
         if base != FEWSHOT or not arg:
-            raise InvalidConfigError(f"target published:{FEWSHOT} prices with a device's few-shot model: "
-                                     f"--cost {FEWSHOT}:DEV.json (fit one with `hwnas predictor fewshot`)")
+            raise InvalidConfigError(_NEEDS_MODEL)
         if not Path(arg).is_file():
             raise InvalidConfigError(f"few-shot model {arg} does not exist; fit one with `hwnas predictor fewshot`")
         return str(method)
@@ -109,6 +117,8 @@ class PublishedTarget(Target):
             raise InvalidConfigError(f"{self.spec} prices the nb201 and fbnet spaces only, not an ONNX file")
         device = self.variant
         if device == FEWSHOT:
+            if ":" not in method:
+                raise InvalidConfigError(_NEEDS_MODEL)
             model = _fewshot_model(str(Path(method.partition(":")[2]).resolve()), space.name)
             if space.name == "nb201" and (space.channels, space.cells_per_stage, space.num_classes) != (16, 5, 10):
                 raise InvalidConfigError(f"{self.spec}: the few-shot prior is the published nb201 network "

@@ -76,7 +76,7 @@ def test_fewshot_model_round_trips_through_json_and_prices_a_search_candidate(pr
     with pytest.raises(InvalidConfigError, match="for the nb201 space, not fbnet"):
         target.cost_architecture(get_space("fbnet"), (0,) * 22, {}, method=f"fewshot:{path}")
     with pytest.raises(InvalidConfigError, match="--cost fewshot:DEV.json"):
-        target.cost_method(None)
+        target.cost_architecture(get_space("nb201"), genome, {}, method=target.cost_method(None))
 
 
 def _write(path, rows, header=("arch", "latency_ms")):
