@@ -251,7 +251,7 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
 
 
 def format_table(result: dict[str, Any]) -> str:
-    head = (f"{'method':14s} {'tau':>6s} {'rho':>6s} {'MAPE %':>7s} {'<=10 %':>7s} {'estimate ms':>12s} "
+    head = (f"{'method':16s} {'tau':>6s} {'rho':>6s} {'MAPE %':>7s} {'<=10 %':>7s} {'estimate ms':>12s} "
             f"{'speedup':>8s} {'search s':>9s}")
     split = (f"{result['train']} train the predictors, {result['test']} held out" if result["train"]
              else "no predictor for this target")
@@ -260,7 +260,7 @@ def format_table(result: dict[str, Any]) -> str:
              f"shared by every method; search: NSGA-II, {result['search_budget']} points, seed {result['seed']}", head,
              "-" * len(head)]
     for r in result["table"]:
-        lines.append(f"{r['method']:14s} {r['kendall_tau']:6.3f} {r['spearman_rho']:6.3f} {r['mape_pct']:7.1f} "
+        lines.append(f"{r['method']:16s} {r['kendall_tau']:6.3f} {r['spearman_rho']:6.3f} {r['mape_pct']:7.1f} "
                      f"{100 * r['within_10pct']:6.0f}% {1e3 * r['estimate_s']:12.2f} {r['speedup']:7.1f}x "
                      f"{r['search_s']:9.1f}")
     noise = result.get("noise_floor")
