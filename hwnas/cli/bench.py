@@ -43,6 +43,8 @@ from hwnas.errors import InvalidConfigError
 
 log = logging.getLogger("hwnas.bench")
 
+#: the table's name of the kernel-level predictor (``--kernel-model``, built by ``hwnas predictor build``)
+KERNEL_ROW = "predictor-kernel"
 #: the models trained for a target's trained cost method (named ``<method>-<kind>`` in the table)
 PREDICTOR_KINDS = ("xgb", "mlp")
 
@@ -62,7 +64,7 @@ def _cost_timed(target, built, method: str) -> tuple[float, float]:
 
 
 def price_candidates(space, target, candidates, *, progress: Callable[[int, int], None] | None = None,
-                     journal: Path | None = None):
+                     journal: Path | None = None, kernel_model: str | None = None):
     """Compile each candidate once and price it by the target's reference and estimate methods; keep its
     features when the target trains predictors.
 
@@ -85,7 +87,9 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
                 continue  # a line cut by a kill
             done[json.dumps([row["genome"], row["hw_sampled"]], sort_keys=True)] = row
     rows = []
-    for i, (genome, hw) in enumerate(candidates):
+    for i, cand in enumerate(candidates):
+        # a candidate is (genome, hw), or (space, genome, hw) when the bench mixes spaces
+        cand_space, genome, hw = cand if len(cand) == 3 else (space, *cand)
         key = json.dumps([list(genome), hw], sort_keys=True, default=str)
         if key in done:
             rows.append(done[key])
@@ -96,9 +100,11 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
         try:
             full = target.hardware_space.validate(hw)
             with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as tmp:
-                _, built, _ = compile_candidate(Candidate.from_space(space, genome, full), target, full,
+                _, built, _ = compile_candidate(Candidate.from_space(cand_space, genome, full), target, full,
                                                 workdir=tmp, timings=timings)
-            row: dict[str, Any] = {"genome": list(genome), "hw": full, "compile_s": sum(timings.values())}
+            row: dict[str, Any] = {"genome": list(genome), "hw": full, "compile_s": sum(timings.values()),
+                                   "space": cand_space.name,
+                                   "lower_s": timings["export_s"] + timings["import_s"] + timings["passes_s"]}
             # the static analysis every method shares (memory plan, kernels), done once before timing
             t0 = time.perf_counter()
             target.analyse(built)
@@ -107,6 +113,14 @@ def price_candidates(space, target, candidates, *, progress: Callable[[int, int]
             row["compile_s"] += time.perf_counter() - t0
             for method in (reference, *estimates):
                 row[method], row[f"{method}_s"] = _cost_timed(target, built, method)
+            if kernel_model is not None:
+                # the machine's noise floor: the same candidate measured a second time
+                row[f"{reference}_again"], _ = _cost_timed(target, built, reference)
+                # the kernel predictor reads the scheduled TIR's workloads: its estimate is the workload
+                # extraction and the prediction, and it needs the lowering (export, import, passes), not codegen
+                built.facts.pop("workloads", None)
+                row[KERNEL_ROW], s_cost = _cost_timed(target, built, f"predictor:{kernel_model}")
+                row[f"{KERNEL_ROW}_s"] = s_cost + row["lower_s"]
             rows.append(row)
             if journal is not None:
                 with open(journal, "a") as f:
@@ -131,7 +145,7 @@ def run_search(config_kwargs: dict[str, Any], cost: str) -> tuple[float, int]:
 
 
 def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: str | Path, train_share: float = 0.6,
-                search_budget: int = 24, progress=None, say=print) -> dict[str, Any]:
+                search_budget: int = 24, progress=None, say=print, kernel_model: str | None = None) -> dict[str, Any]:
     from hwnas.arch import get_space
     from hwnas.pipeline.predictor import Sample, errors, sample_candidates, train
     from hwnas.targets import get_target
@@ -145,20 +159,28 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
     if n < least:
         why = "a predictor is trained on part of them" if model_names else "a rank correlation needs them"
         raise InvalidConfigError(f"--n must be >= {least} ({why}), got {n}")
-    if search_budget < 1:
-        raise InvalidConfigError(f"--search-budget must be >= 1, got {search_budget}")
+    if search_budget < 0:
+        raise InvalidConfigError(f"--search-budget must be >= 0 (0: no searches), got {search_budget}")
+    if kernel_model is not None:
+        target.cost_method(f"predictor:{kernel_model}")  # a missing file: one line, before any work
     if not estimates and not model_names:
         raise InvalidConfigError(f"target {target.spec} has one cost method ({reference}): nothing to compare it with")
     for m in (reference, *estimates):
         target.cost_method(m)  # e.g. measure without the device, or emulate without QEMU: one line, before any work
-    space = get_space(space_name)
+    spaces = [get_space(name.strip()) for name in space_name.split(",")]
+    space = spaces[0]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    journal = out / f"priced-{space.name}-{target.spec.replace(':', '_')}-seed{seed}.jsonl"
-    rows = price_candidates(space, target, sample_candidates(space, target, n, seed), progress=progress,
-                            journal=journal)
+    journal = out / f"priced-{'+'.join(sp.name for sp in spaces)}-{target.spec.replace(':', '_')}-seed{seed}.jsonl"
+    if len(spaces) == 1:
+        candidates = sample_candidates(space, target, n, seed)
+    else:  # n candidates in turn from each space, each space's draw seeded on its own
+        per = [sample_candidates(sp, target, -(-n // len(spaces)), seed + j) for j, sp in enumerate(spaces)]
+        candidates = [(spaces[i % len(spaces)], *per[i % len(spaces)][i // len(spaces)]) for i in range(n)]
+    rows = price_candidates(space, target, candidates, progress=progress, journal=journal,
+                            kernel_model=kernel_model)
     if len(rows) < least:
         raise InvalidConfigError(f"only {len(rows)} of {n} candidates could be compiled and priced by {reference}")
     order = np.random.default_rng(seed).permutation(len(rows))
@@ -184,7 +206,8 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
     measured = [r[reference] for r in test_rows]
     t_reference = statistics.fmean(r[f"{reference}_s"] for r in test_rows)
     table = []
-    for m in (reference, *estimates, *model_names):
+    extra = (KERNEL_ROW,) if kernel_model is not None else ()
+    for m in (reference, *estimates, *model_names, *extra):
         est = [r[m] for r in test_rows]
         e = errors(est, measured)
         t = statistics.fmean(r[f"{m}_s"] for r in test_rows)
@@ -196,10 +219,22 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
                          pop_size=max(4, search_budget // 4), workers=1)
     for row in table:
         method = row["method"]
+        if not search_budget:
+            row["search_s"], row["search_points"] = float("nan"), 0
+            continue
         cost = f"{target.trained_cost_methods[0]}:{models[method]}" if method in models else method
+        cost = f"predictor:{kernel_model}" if method == KERNEL_ROW else cost
         row["search_s"], row["search_points"] = run_search(search_kwargs, cost)
-
-    result = {"space": space.name, "target": target.spec, "reference": reference, "n": len(rows),
+    noise = None
+    if kernel_model is not None:
+        # noise floor: the same compiled candidate measured twice; compile + measure is what the predictor saves
+        again = [r[f"{reference}_again"] for r in test_rows]
+        noise = {**errors(again, measured),
+                 "compile_measure_s": statistics.fmean(r["compile_s"] + r[f"{reference}_s"] for r in test_rows)}
+        for row in table:
+            if row["method"] == KERNEL_ROW:
+                row["speedup_vs_compile_measure"] = noise["compile_measure_s"] / row["estimate_s"]
+    result = {"space": "+".join(sp.name for sp in spaces), "target": target.spec, "noise_floor": noise, "reference": reference, "n": len(rows),
               "train": len(train_rows),
               "test": len(test_rows), "seed": seed, "compile_s_mean": statistics.fmean(r["compile_s"] for r in rows),
               "search_budget": search_budget, "table": table, "wall_s": time.perf_counter() - started,
@@ -216,7 +251,7 @@ def cost_models(*, space_name: str, target_spec: str, n: int, seed: int, out: st
 
 
 def format_table(result: dict[str, Any]) -> str:
-    head = (f"{'method':14s} {'tau':>6s} {'rho':>6s} {'MAPE %':>7s} {'<=10 %':>7s} {'estimate ms':>12s} "
+    head = (f"{'method':16s} {'tau':>6s} {'rho':>6s} {'MAPE %':>7s} {'<=10 %':>7s} {'estimate ms':>12s} "
             f"{'speedup':>8s} {'search s':>9s}")
     split = (f"{result['train']} train the predictors, {result['test']} held out" if result["train"]
              else "no predictor for this target")
@@ -225,9 +260,17 @@ def format_table(result: dict[str, Any]) -> str:
              f"shared by every method; search: NSGA-II, {result['search_budget']} points, seed {result['seed']}", head,
              "-" * len(head)]
     for r in result["table"]:
-        lines.append(f"{r['method']:14s} {r['kendall_tau']:6.3f} {r['spearman_rho']:6.3f} {r['mape_pct']:7.1f} "
+        lines.append(f"{r['method']:16s} {r['kendall_tau']:6.3f} {r['spearman_rho']:6.3f} {r['mape_pct']:7.1f} "
                      f"{100 * r['within_10pct']:6.0f}% {1e3 * r['estimate_s']:12.2f} {r['speedup']:7.1f}x "
                      f"{r['search_s']:9.1f}")
+    noise = result.get("noise_floor")
+    if noise:
+        k = next(r for r in result["table"] if r["method"] == KERNEL_ROW)
+        lines.append(f"noise floor (the same candidate measured twice): tau {noise['kendall_tau']:.3f}, "
+                     f"{100 * noise['within_10pct']:.0f} % within +-10 %, MAPE {noise['mape_pct']:.1f} %")
+        lines.append(f"{KERNEL_ROW}: {1e3 * k['estimate_s']:.1f} ms per estimate with lowering and scheduling "
+                     f"(no codegen), {k['speedup_vs_compile_measure']:.0f}x faster than compile + measure "
+                     f"({noise['compile_measure_s']:.2f} s)")
     return "\n".join(lines)
 
 

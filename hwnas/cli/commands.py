@@ -266,8 +266,8 @@ def cmd_search(args) -> int:
         bad = [r for r in lrows if r["disagree"]]
         median = f"{100 * errs[len(errs) // 2]:.1f} %" if errs else "-"
         print(f"cost ladder: {len({r['key'] for r in lrows})} front points re-priced with {config.ladder}; median "
-              f"|{config.cost or 'default'} - {config.ladder}| {median}; {len(bad)} value(s) differ by more than "
-              f"10 % (listed in the report)")
+              f"|{config.cost or 'default'} - {config.ladder}| {median}; {len(bad)} of {len(lrows)} value(s) differ by "
+              f"more than 10 % (disagreement rate {100 * len(bad) / max(len(lrows), 1):.0f} %; listed in the report)")
     print(f"report: {files['html']}")
     return 0
 
@@ -328,13 +328,86 @@ def cmd_predictor_train(args) -> int:
     return 0
 
 
+def cmd_predictor_build(args) -> int:
+    import time
+
+    from hwnas.pipeline import kernel_set
+    from hwnas.pipeline.store import ResultStore
+    from hwnas.targets import get_target
+
+    target = get_target(args.target)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    store_path = Path(args.store or out.with_suffix(".kernels.db"))
+    store = ResultStore(store_path)
+    line = Counter(f"kernels for {target.spec}")
+    started = time.monotonic()
+
+    def show(state) -> None:
+        err = ("held-out error: -" if state["within_10pct"] is None else
+               f"held-out: {100 * state['within_10pct']:.0f} % within +-10 %, MAPE {state['mape_pct']:.1f} %")
+        line.label = f"{state['measured']} kernels timed ({state['resumed']} resumed), pool {state['pool']}; {err}"
+        line(min(int(time.monotonic() - started), int(60 * args.minutes)), int(60 * args.minutes))
+
+    model = kernel_set.build(target, store, minutes=args.minutes, error_target=args.error_target, seed=args.seed,
+                             progress=show)
+    line.close()
+    model.save(out)
+    h = model.metadata["heldout"]
+    print(f"kernel predictor of {target.spec} from {model.metadata['kernels']} kernels saved to {out} (kernel set: "
+          f"{store_path}); held-out kernels ({h['n']}): {100 * h['within_10pct']:.0f} % within +-10 %, "
+          f"MAPE {h['mape_pct']:.1f} %")
+    print(f"use it with: hwnas search --target {target.spec} --cost predictor:{out} --ladder measure ...")
+    return 0
+
+
+def cmd_predictor_fewshot(args) -> int:
+    from hwnas.cost import fewshot
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    shots = fewshot.read_shots(args.shots, args.space)
+    model = fewshot.fit(args.space, shots, method=args.method, name=args.name)
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    top = sorted(zip(model.devices, model.device_weights), key=lambda t: -abs(t[1]))[:3]
+    print(f"few-shot model of {args.name} ({args.space}, {args.method}) from {len(shots)} shots saved to {out}; "
+          f"largest prior weights: {', '.join(f'{d} {w:+.2f}' for d, w in top)}")
+    print(f"use it with: hwnas predictor predict --model {out} --archs ARCHS.csv --out PRED.csv, or "
+          f"hwnas search --space {args.space} --target published:fewshot --cost fewshot:{out} ...")
+    return 0
+
+
+def cmd_predictor_predict(args) -> int:
+    import csv
+
+    from hwnas.cost import fewshot
+
+    model = fewshot.FewShotModel.load(args.model)
+    genomes = fewshot.read_archs(args.archs, model.space)
+    ms = model.predict(genomes) if genomes else []
+    out = Path(args.out)
+    if not out.parent.exists() and str(out.parent) not in ("", "."):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "latency_ms"])
+        for genome, value in zip(genomes, ms):
+            writer.writerow([fewshot.format_arch(model.space, genome), f"{float(value):.6g}"])
+    print(f"{len(genomes)} latencies of {model.name} ({model.space}) written to {out}")
+    return 0
+
+
 def cmd_bench_cost_models(args) -> int:
     from hwnas.cli import bench
 
     out = Path(args.out or f"runs/bench-cost-models-{args.space}")
     progress = Counter("pricing candidates")
     result = bench.cost_models(space_name=args.space, target_spec=args.target, n=args.n, seed=args.seed, out=out,
-                               search_budget=args.search_budget, progress=progress)
+                               search_budget=args.search_budget, progress=progress, kernel_model=args.kernel_model)
     progress.close()
     print(bench.format_table(result))
     print(f"wrote {out / 'cost_models.csv'}, {out / 'cost_models.json'}, {out / 'cost_models.png'} "
@@ -497,17 +570,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_predictor_train)
+    p = psub.add_parser("build", help="time kernels alone (adaptive sampling) and fit a kernel-level latency "
+                                      "predictor of the target; resumes from its kernel set")
+    p.add_argument("--target", default="cpu", help="target whose kernels are timed (default cpu)")
+    p.add_argument("--minutes", type=float, default=20.0, help="time budget (default 20)")
+    p.add_argument("--error-target", type=float, default=0.95,
+                   help="stop early when this share of held-out kernels is within +-10 %% (default 0.95)")
+    p.add_argument("--store", help="results store holding the kernel set (default OUT with .kernels.db); "
+                                   "a search's results.db works too: its lookup-table kernels are reused")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_predictor_build)
+    p = psub.add_parser("fewshot", help="fit a latency model of a device you do not own from a few measured "
+                                        "architectures (the published devices are the prior)")
+    p.add_argument("--space", required=True, choices=("nb201", "fbnet"), help="architecture space of the shots")
+    p.add_argument("--shots", required=True, help="CSV with columns arch,latency_ms (at least 3 rows)")
+    p.add_argument("--method", default="ensemble", choices=("nearest", "transfer", "anchored", "ensemble"),
+                   help="how the prior is used (default ensemble; see README)")
+    p.add_argument("--name", default="fewshot", help="the device's name, recorded in the model")
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_predictor_fewshot)
+    p = psub.add_parser("predict", help="latency of architectures from a few-shot model")
+    p.add_argument("--model", required=True, help="model file of `hwnas predictor fewshot`")
+    p.add_argument("--archs", required=True, help="CSV with the column arch")
+    p.add_argument("--out", required=True, help="CSV to write: arch,latency_ms")
+    p.set_defaults(func=cmd_predictor_predict)
 
     p = sub.add_parser("bench", help="benchmarks run through hwnas itself")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bsub.add_parser("cost-models", help="a target's cost methods (and its predictors, if it trains any) "
                                            "against its reference method on the same networks")
-    p.add_argument("--space", default="nb201", help="architecture space (default nb201)")
+    p.add_argument("--space", default="nb201", help="architecture space (default nb201), or several separated by "
+                                                    "commas (mbv2,fbnet,nb201: candidates drawn in turn)")
     p.add_argument("--target", default="cpu", help="target (default cpu)")
     p.add_argument("--n", type=int, default=300, help="candidates to compile and price (default 300)")
-    p.add_argument("--search-budget", type=int, default=24, help="points of the search run with each method")
+    p.add_argument("--search-budget", type=int, default=24, help="points of the search run with each method "
+                                                                 "(0: no searches)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for cost_models.csv/json/png (default runs/bench-cost-models-SPACE)")
+    p.add_argument("--kernel-model", help="also judge this kernel predictor (hwnas predictor build), with the "
+                                          "noise floor: each candidate measured twice")
     p.set_defaults(func=cmd_bench_cost_models)
 
     p = sub.add_parser("rpc", help="TVM RPC tracker and servers for measuring on other devices")

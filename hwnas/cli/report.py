@@ -350,9 +350,12 @@ def write_html(path: Path, config: SearchConfig, points: list[Point], front: lis
             lrows.append(f"<tr{style}><td><code>{e(json.dumps(r['genome']))}</code></td><td>{e(r['target'])}</td>"
                          f"<td>{e(r['metric'])}</td><td>{_fmt(r[cheap])}</td><td>{_fmt(r[config.ladder])}</td>"
                          f"<td>{diff}</td><td>{e(r['error'] or '')}</td></tr>")
+        n_bad = sum(1 for r in ladder or [] if r["disagree"])
+        rate = f"{n_bad} of {len(ladder or [])} ({100 * n_bad / max(len(ladder or []), 1):.0f} %)"
         lrows = "".join(lrows)
         ladder_html = (f"<h2>Cost ladder: {e(cheap)} against {e(config.ladder)}</h2><p>Every front point of every "
-                       f"generation was re-priced with {e(config.ladder)}; rows beyond +-10 % are highlighted.</p>"
+                       f"generation was re-priced with {e(config.ladder)}; rows beyond +-10 % are highlighted. "
+                       f"Disagreement rate: {rate} beyond +-10 %.</p>"
                        f"<table><tr><th>architecture</th><th>target</th><th>metric</th><th>{e(cheap)}</th>"
                        f"<th>{e(config.ladder)}</th><th>difference</th><th>error</th></tr>{lrows}</table>")
     multi = len(config.targets) > 1

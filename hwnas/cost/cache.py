@@ -20,5 +20,9 @@ class MemoryCache:
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         return self._data.get((namespace, key), default)
 
+    def values(self, namespace: str) -> list[Any]:
+        """Every cached value of ``namespace``, in the order they were first written."""
+        return [v for (ns, _), v in self._data.items() if ns == namespace]
+
     def put(self, namespace: str, key: str, value: Any) -> None:
         self._data[(namespace, key)] = json.loads(json.dumps(value))

@@ -68,6 +68,11 @@ def runtime_overhead(tvm_target, *, cache, namespace: str, num_threads: int) -> 
     return value
 
 
+def kernel_entry(workload, ms: float, hw: dict[str, Any]) -> dict[str, Any]:
+    """The lookup table's record of one measured kernel: its time, its workload record, the knobs."""
+    return {"ms": float(ms), **workload.as_dict(), "hw": dict(hw)}
+
+
 @dataclasses.dataclass
 class LutResult:
     latency_ms: float
@@ -99,9 +104,8 @@ def lut_latency(built, *, cache, namespace: str, num_threads: int,
                 measure.set_num_threads(num_threads)
                 measured_threads = True
             # the entry says what was measured, for whoever reads the table
-            entry = {"ms": measure_fn(funcs[w.func], built.tvm_target), "kind": w.kind, "dtype": w.dtype,
-                     "spatial": list(w.spatial), "reduction": list(w.reduction), "macs": w.macs,
-                     "conv": dataclasses.asdict(w.conv) if w.conv else None, "hw": dict(built.hw)}
+            # (the whole workload record and the knobs: the kernel predictor trains on these entries)
+            entry = kernel_entry(w, measure_fn(funcs[w.func], built.tvm_target), built.hw)
             cache.put(namespace, w.key, entry)
             misses += 1
         else:

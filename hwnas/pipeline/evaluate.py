@@ -115,9 +115,10 @@ def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
     return mod
 
 
-def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
-                      timings: dict[str, float]):
-    """Export (for a space candidate), import, apply the target's passes and build: (onnx model, built, path).
+def schedule_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
+                       timings: dict[str, float]):
+    """Export (for a space candidate), import and apply the target's passes, without code generation:
+    (onnx model, fused and scheduled Relax module, onnx path).
 
     A space candidate is exported to ``workdir/model.onnx``; the caller owns ``workdir``.
     """
@@ -144,7 +145,16 @@ def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], 
     mod = apply_passes(mod, [lower.fuse], tvm_target=tvm_target, stage="fusion")
     mod = apply_passes(mod, target.schedule_passes(hw), tvm_target=tvm_target, stage="schedule")
     timings["passes_s"] = time.perf_counter() - t0
+    return model, mod, onnx_path
 
+
+def compile_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
+                      timings: dict[str, float]):
+    """Export (for a space candidate), import, apply the target's passes and build: (onnx model, built, path).
+
+    A space candidate is exported to ``workdir/model.onnx``; the caller owns ``workdir``.
+    """
+    model, mod, onnx_path = schedule_candidate(candidate, target, hw, workdir=workdir, timings=timings)
     t0 = time.perf_counter()
     built = target.build(mod, hw)
     timings["compile_s"] = time.perf_counter() - t0

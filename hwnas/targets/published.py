@@ -13,6 +13,10 @@ NAS-Bench-201 / HW-NAS-Bench / HELP in the benchmark data folder (see
   stem, the 22 layers and the head; devices only in ``fbnet/latency.csv``
   (the GPUs and server CPUs) are known for its 5,000 listed architectures.
 
+``published:fewshot`` prices nb201 or fbnet with a few-shot model of a device
+the user does not own (``hwnas predictor fewshot``): ``--target published:fewshot
+--cost fewshot:DEV.json`` (see :mod:`hwnas.cost.fewshot`).
+
 Nothing is compiled; the target has no hardware knobs.
 """
 
@@ -24,6 +28,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hwnas.cost.fewshot import FewShotModel
 from hwnas.data import require_data_file
 from hwnas.errors import InvalidConfigError, RunError
 from hwnas.hss import HardwareSpace
@@ -33,6 +38,8 @@ NB201_DEVICES = ("raspi4", "pixel3", "eyeriss", "fpga", "1080ti_1", "1080ti_32",
 FBNET_LUT_DEVICES = ("edgegpu", "raspi4", "pixel3", "eyeriss", "fpga")
 FBNET_LIST_DEVICES = ("1080ti_1", "1080ti_32", "1080ti_64", "gold_6226", "gold_6240", "titanxp_1")
 DEVICES = tuple(dict.fromkeys(NB201_DEVICES + FBNET_LUT_DEVICES + FBNET_LIST_DEVICES))
+#: the variant priced by a few-shot model (``--cost fewshot:DEV.json``) instead of a table
+FEWSHOT = "fewshot"
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,22 +62,50 @@ def _lut(path: Path) -> dict[str, dict[str, float]]:
     return json.loads(path.read_text())
 
 
+_NEEDS_MODEL = (f"target published:{FEWSHOT} prices with a device's few-shot model: --cost {FEWSHOT}:DEV.json "
+                "(fit one with `hwnas predictor fewshot`)")
+
+
+@functools.lru_cache(maxsize=4)
+def _fewshot_model(path: str, space: str) -> FewShotModel:
+    return FewShotModel.load(path, space=space)
+
+
 class PublishedTarget(Target):
     """A device known from published measurement tables."""
 
     name = "published"
-    description = "published latency/energy tables (NAS-Bench-201, HW-NAS-Bench); no compile"
+    description = ("published latency/energy tables (NAS-Bench-201, HW-NAS-Bench); no compile; published:fewshot "
+                   "--cost fewshot:DEV.json: a few-shot model of your own device (hwnas predictor fewshot)")
     metrics = ("latency_ms", "energy_mj")
     cost_methods = ("table",)
     compiles = False
-    variants = DEVICES
+    variants = DEVICES + (FEWSHOT,)
 
     def __init__(self, variant: str | None = None) -> None:
-        if variant is None or variant not in DEVICES:
+        if variant is None or variant not in self.variants:
             raise InvalidConfigError(
-                f"target 'published' needs a device, e.g. published:raspi4; devices: {', '.join(DEVICES)}"
+                f"target 'published' needs a device, e.g. published:raspi4; devices: {', '.join(DEVICES)}; "
+                f"or published:{FEWSHOT} with --cost {FEWSHOT}:DEV.json"
             )
         super().__init__(variant)
+        if variant == FEWSHOT:  # its one method, which needs the model file: --cost fewshot:DEV.json
+            self.cost_methods = (FEWSHOT,)
+
+    def cost_method(self, method: str | None) -> str:
+        base, _, arg = str(method or "").partition(":")
+        if self.variant != FEWSHOT:
+            if base == FEWSHOT:
+                raise InvalidConfigError(f"--cost {FEWSHOT}:DEV.json goes with --target published:{FEWSHOT}, "
+                                         f"not {self.spec}")
+            return super().cost_method(method)
+        if method is None or method == FEWSHOT:
+            return FEWSHOT  # the default method's name; pricing with it asks for the model file
+        if base != FEWSHOT or not arg:
+            raise InvalidConfigError(_NEEDS_MODEL)
+        if not Path(arg).is_file():
+            raise InvalidConfigError(f"few-shot model {arg} does not exist; fit one with `hwnas predictor fewshot`")
+        return str(method)
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
@@ -81,6 +116,14 @@ class PublishedTarget(Target):
         if space is None:
             raise InvalidConfigError(f"{self.spec} prices the nb201 and fbnet spaces only, not an ONNX file")
         device = self.variant
+        if device == FEWSHOT:
+            if ":" not in method:
+                raise InvalidConfigError(_NEEDS_MODEL)
+            model = _fewshot_model(str(Path(method.partition(":")[2]).resolve()), space.name)
+            if space.name == "nb201" and (space.channels, space.cells_per_stage, space.num_classes) != (16, 5, 10):
+                raise InvalidConfigError(f"{self.spec}: the few-shot prior is the published nb201 network "
+                                         "(channels=16, cells_per_stage=5, num_classes=10)")
+            return {"latency_ms": float(model.predict([tuple(genome)])[0])}
         if space.name == "nb201":
             from hwnas.arch.nb201 import genome_to_index
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from hwnas.errors import InvalidConfigError
 from hwnas.hss import ChoiceParam, Constraint, HardwareSpace, IntParam, Pow2Param
-from hwnas.cost import lut, roofline
+from hwnas.cost import kernel_model, lut, roofline
 from hwnas.cost.predictor import LatencyPredictor, network_features
 from hwnas.ir import analysis
 from hwnas.ir import runtime as measure
@@ -256,6 +256,13 @@ class CpuTarget(QuantizedDeployment, Target):
                                             num_threads=threads)
             workloads = built.fact("workloads", lambda b: extract(b.module))
             values = {"latency_ms": roofline.roofline_ms(workloads, **peaks, **overhead)}
+        elif kernel_model.is_kernel_model(arg):  # predictor:KERNELS.json (hwnas predictor build)
+            model = kernel_model.KernelPredictor.load(arg)
+            trained_for = model.metadata.get("target")
+            if trained_for not in (None, self.spec):
+                raise InvalidConfigError(f"kernel predictor {arg} was built for target {trained_for}, not {self.spec}")
+            workloads = built.fact("workloads", lambda b: extract(b.module))
+            values = {"latency_ms": model.predict_network(workloads, built.hw, self.hardware_space)}
         else:  # predictor:MODEL
             model = LatencyPredictor.load(arg)
             trained_for = model.metadata.get("target")

@@ -1,0 +1,232 @@
+"""A kernel-level latency predictor per target: nn-Meter's method on hwnas's own compiled kernels.
+
+One model per kernel kind (``conv2d``, ``depthwise_conv2d``, ``dense``,
+``pool``, ``elementwise``, ...; a kind with too few measured kernels falls
+back to a model of all kernels) predicts one call's latency of a kernel from
+its workload record (:class:`~hwnas.ir.workloads.Workload`: kind, loop
+extents, conv shape, MACs, FLOPs, bytes in/out/weights/workspace, the fused
+epilogue named in the function) and the hardware knobs that scheduled it
+(layout and block, tiles, loop order, vector width, unroll, threads,
+quantization). A network's latency is the sum rule of the lookup table
+(:mod:`hwnas.cost.lut`): the runtime's fixed overhead plus, per kernel call,
+the predicted kernel time and the measured per-call overhead.
+
+The features are read from the scheduled TIR (or earlier): predicting needs
+no LLVM code generation. The training kernels are the lookup table's own
+entries (same cache namespace, same record), so the two feed each other;
+:mod:`hwnas.pipeline.kernel_set` samples and times them (nn-Meter's adaptive
+sampler). Models are XGBoost boosters saved as JSON (no pickle).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.cost.ensemble import fit_xgb
+from hwnas.errors import InvalidConfigError
+
+FORMAT = "hwnas-kernel-predictor/1"
+#: kernels of a kind needed for a model of its own (fewer: the model of all kernels predicts them)
+MIN_KIND_SAMPLES = 12
+#: fused epilogue operators counted from the kernel's name
+_EPILOGUE = ("add", "relu", "clip", "multiply", "divide", "cast", "round", "subtract", "max", "min", "exp",
+             "sigmoid", "tanh", "transpose", "reshape", "pad", "concat", "layout_transform", "mean", "sum")
+_XGB = dict(n_estimators=400, max_depth=6, learning_rate=0.05, subsample=0.9)
+
+
+def kernel_features(entry: dict[str, Any], hw: dict[str, Any], hardware_space) -> dict[str, float]:
+    """Named features of one kernel (a lookup-table entry or :meth:`Workload.as_dict`) under ``hw``."""
+    f: dict[str, float] = {}
+    for k in ("macs", "flops", "input_bytes", "weight_bytes", "output_bytes", "workspace_bytes"):
+        f[k] = math.log1p(float(entry.get(k) or 0))
+    spatial = list(entry.get("spatial") or ())
+    reduction = list(entry.get("reduction") or ())
+    f["n_spatial"], f["n_reduction"] = float(len(spatial)), float(len(reduction))
+    for i in range(6):
+        f[f"spatial{i}"] = math.log1p(spatial[i]) if i < len(spatial) and spatial[i] > 0 else 0.0
+    for i in range(3):
+        f[f"reduction{i}"] = math.log1p(reduction[i]) if i < len(reduction) and reduction[i] > 0 else 0.0
+    conv = entry.get("conv") or {}
+    for k in ("k", "c", "p", "q", "r", "s", "stride", "groups", "h", "w"):
+        f[f"conv.{k}"] = math.log1p(float(conv.get(k, 0) or 0))
+    dtype = str(entry.get("dtype") or "float32")
+    f["dtype_bits"] = float("".join(ch for ch in dtype if ch.isdigit()) or 32)
+    f["dtype_float"] = 1.0 if dtype.startswith(("float", "bfloat")) else 0.0
+    name = str(entry.get("func") or "")
+    tokens = name.split("_")
+    f["name_tokens"] = float(len(tokens))
+    for op in _EPILOGUE:
+        f[f"op.{op}"] = float(name.count(op))
+    moved = sum(float(entry.get(k) or 0) for k in ("input_bytes", "weight_bytes", "output_bytes"))
+    f["intensity"] = math.log1p(float(entry.get("flops") or 0) / moved) if moved else 0.0
+    for pname, param in hardware_space.params.items():
+        value = hw.get(pname, param.default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            f[f"hw.{pname}"] = float(value)
+        else:
+            try:
+                f[f"hw.{pname}"] = float(param.index_of(value))
+            except Exception:  # a value the space does not list: unknown
+                f[f"hw.{pname}"] = -1.0
+    return f
+
+
+def training_rows(entries: Sequence[dict[str, Any]], hardware_space) -> list[tuple[str, dict[str, float], float]]:
+    """``(kind, features, ms)`` of lookup-table entries that carry a full workload record and their knobs."""
+    rows = []
+    for e in entries:
+        if not isinstance(e, dict) or "ms" not in e or "input_bytes" not in e or "hw" not in e:
+            continue  # the runtime overhead, or an entry of an older table without the record
+        ms = float(e["ms"])
+        if ms > 0 and math.isfinite(ms):
+            rows.append((str(e["kind"]), kernel_features(e, e["hw"], hardware_space), ms))
+    return rows
+
+
+class KernelPredictor:
+    """Per-kind XGBoost models of log kernel time, the runtime overhead, and the sum rule."""
+
+    def __init__(self, feature_names: Sequence[str], *, metadata: dict[str, Any] | None = None) -> None:
+        self.feature_names = list(feature_names)
+        #: kind -> the booster's raw JSON; ``"*"``: the model of all kernels
+        self.models: dict[str, str] = {}
+        self.metadata = dict(metadata or {})
+        #: the runtime overhead the lookup table measured, per thread count: ``{"2": {"per_inference_ms",
+        #: "per_call_ms"}}``
+        self.overhead: dict[str, dict[str, float]] = {}
+
+    def _matrix(self, rows: Sequence[dict[str, float]]) -> np.ndarray:
+        return np.array([[float(r.get(n, 0.0)) for n in self.feature_names] for r in rows], dtype=np.float64)
+
+    def fit(self, kinds: Sequence[str], rows: Sequence[dict[str, float]], ms: Sequence[float], *,
+            seed: int = 0) -> KernelPredictor:
+        if len(rows) < 4:
+            raise InvalidConfigError(f"a kernel predictor needs at least 4 measured kernels, got {len(rows)}")
+        X, y, kinds = self._matrix(rows), np.log(np.asarray(ms, dtype=np.float64)), np.asarray(kinds)
+        self.models = {"*": _raw(fit_xgb(X, y, seed, **_XGB))}
+        for kind in sorted(set(kinds.tolist())):
+            mask = kinds == kind
+            if mask.sum() >= MIN_KIND_SAMPLES:
+                self.models[kind] = _raw(fit_xgb(X[mask], y[mask], seed, **_XGB))
+        return self
+
+    def predict_kernels(self, kinds: Sequence[str], rows: Sequence[dict[str, float]]) -> np.ndarray:
+        """Milliseconds of one call of each kernel."""
+        if not self.models:
+            raise InvalidConfigError("the kernel predictor has no trained models")
+        import xgboost
+
+        X = self._matrix(rows)
+        out = np.zeros(len(rows))
+        kinds = np.asarray(list(kinds))
+        for kind in set(kinds.tolist()):
+            mask = kinds == kind
+            booster = _booster(self.models.get(kind, self.models["*"]))
+            out[mask] = booster.predict(xgboost.DMatrix(X[mask], feature_names=None))
+        return np.exp(out)
+
+    def predict_network(self, workloads, hw: dict[str, Any], hardware_space) -> float:
+        """The sum rule: ``per_inference + sum over kernels of calls x (kernel ms + per_call)`` (ms)."""
+        kinds = [w.kind for w in workloads]
+        rows = [kernel_features(w.as_dict(), hw, hardware_space) for w in workloads]
+        per_call = self.predict_kernels(kinds, rows) if rows else np.zeros(0)
+        calls = np.array([w.calls for w in workloads], dtype=np.float64)
+        overhead = self.overhead.get(str(int(hw.get("num_threads", 1))))
+        if overhead is None:
+            raise InvalidConfigError(f"the kernel predictor has no runtime overhead for num_threads="
+                                     f"{hw.get('num_threads')}; it has {', '.join(sorted(self.overhead)) or 'none'}")
+        return float(overhead["per_inference_ms"] + np.sum(calls * (per_call + overhead["per_call_ms"])))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "features": self.feature_names, "models": self.models,
+                "overhead": self.overhead, "metadata": self.metadata}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json()))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> KernelPredictor:
+        return _load(str(Path(path).resolve()))
+
+
+def is_kernel_model(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a kernel predictor (read its first bytes only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return FORMAT.encode() in head
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str) -> KernelPredictor:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidConfigError(f"kernel predictor {path} does not exist; build one with "
+                                 "`hwnas predictor build`") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidConfigError(f"kernel predictor {path} is corrupt: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InvalidConfigError(f"{path} is not an hwnas kernel predictor (format {FORMAT!r})")
+    try:
+        model = KernelPredictor(data["features"], metadata=data.get("metadata"))
+        model.models = {str(k): str(v) for k, v in data["models"].items()}
+        model.overhead = {str(t): {k: float(o[k]) for k in ("per_inference_ms", "per_call_ms")}
+                          for t, o in data["overhead"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidConfigError(f"kernel predictor {path} is corrupt ({type(exc).__name__}: {exc})") from None
+    if "*" not in model.models:
+        raise InvalidConfigError(f"kernel predictor {path} is corrupt: it has no model of all kernels")
+    return model
+
+
+def _raw(regressor) -> str:
+    return regressor.get_booster().save_raw(raw_format="json").decode()
+
+
+@functools.lru_cache(maxsize=64)
+def _booster(raw: str):
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(raw.encode()))
+    return booster
+
+
+def heldout_errors(kinds: Sequence[str], rows: Sequence[dict[str, float]], ms: Sequence[float], *,
+                   feature_names: Sequence[str], seed: int = 0, share: float = 0.2) -> dict[str, Any]:
+    """Fit on all but a seeded ``share`` of the kernels and return the relative error of each held-out one.
+
+    ``{"index": held-out indices, "rel_error": |pred - ms| / ms, "within_10pct", "mape_pct", "by_kind"}``.
+    """
+    n = len(rows)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(share * n)))
+    test, train = order[:n_test], order[n_test:]
+    model = KernelPredictor(feature_names).fit([kinds[i] for i in train], [rows[i] for i in train],
+                                               [ms[i] for i in train], seed=seed)
+    pred = model.predict_kernels([kinds[i] for i in test], [rows[i] for i in test])
+    truth = np.array([ms[i] for i in test])
+    rel = np.abs(pred - truth) / truth
+    by_kind: dict[str, float] = {}
+    for kind in sorted({kinds[i] for i in test}):
+        mask = np.array([kinds[i] == kind for i in test])
+        by_kind[kind] = float(np.mean(rel[mask]))
+    return {"index": test.tolist(), "rel_error": rel.tolist(), "within_10pct": float(np.mean(rel <= 0.10)),
+            "mape_pct": float(100 * np.mean(rel)), "by_kind": by_kind, "n": int(n_test)}
