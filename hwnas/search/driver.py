@@ -540,7 +540,8 @@ class Search:
         stale = 0
         while len(scores) < cfg.budget and stale < MAX_STALE_GENERATIONS:
             pop = algorithm.ask()
-            X = [tuple(int(v) for v in x) for x in np.clip(np.rint(pop.get("X")), 0, cards - 1)]
+            # canonical architectures: equivalent ones are one architecture (scored once, ranked once)
+            X = [self.canonical(tuple(int(v) for v in x)) for x in np.clip(np.rint(pop.get("X")), 0, cards - 1)]
             new = [x for x in dict.fromkeys(X) if x not in scores][: cfg.budget - len(scores)]
             for x, acc in zip(new, self.accuracies(new)):
                 scores[x] = -1e300 if acc is None else acc
