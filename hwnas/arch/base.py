@@ -89,6 +89,13 @@ class ArchSpace(abc.ABC):
                 )
         return tuple(values)
 
+    def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
+        """The representative of the genomes that build the same function as ``genome`` (a search
+        evaluates it in their place, once). The base class knows no such genomes: every genome is its
+        own. A space whose genes can be dead (nb201: an edge on no input-output path) overrides this;
+        the result must be a valid genome of the same function, and equal for equivalent genomes."""
+        return self.validate(genome)
+
     def reference_genome(self) -> tuple[int, ...]:
         """A fixed network of the space (every gene at its middle choice, ``cardinality // 2``): a
         multi-target search divides each target's metric by this network's to aggregate over targets."""

@@ -168,6 +168,11 @@ class NB201Space(ArchSpace):
     def describe(self, genome: Sequence[int]) -> str:
         return _arch_str(self.validate(genome))
 
+    def canonical(self, genome: Sequence[int]) -> tuple[int, ...]:
+        """The live genome (:func:`live_genome`): dead edges set to ``none``. It computes the same
+        function with the dead work left out."""
+        return live_genome(self.validate(genome))
+
     def _build(self, genome: tuple[int, ...]) -> nn.Module:
         return _NB201Network(
             [OPS[g] for g in genome],

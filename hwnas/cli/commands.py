@@ -229,6 +229,12 @@ def cmd_search(args) -> int:
     files = write_report(args.out, artifacts=args.artifacts)
     print(f"{search.evaluated} points evaluated ({search.from_store} from the store), "
           f"{len(front)} on the Pareto front")
+    if search.equivalent:
+        print(f"{len(search.equivalent)} candidates computed the same function as an evaluated one: they took its "
+              f"result and cost no evaluation")
+    if search.surrogate_generations:
+        print(f"search overhead: {search.surrogate_seconds / search.surrogate_generations:.2f} s per generation "
+              f"({search.surrogate_generations} generations; surrogate fit, screening, choice)")
     # with several targets, every target's value of each cost objective's metric
     shown = {t.label for t in search.objectives}
     extra = [f"{m}@{t.spec}" for m in dict.fromkeys(o.metric for o in search.objectives if o.metric != "accuracy")
@@ -527,9 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "quotients); metric@worst or metric@geomean in --objectives chooses per objective")
     p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
     p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, fit-first (MCUNet: narrow to what fits, then NSGA-II), random")
-    p.add_argument("--surrogate", default="xgb",
-                   help="nsga2: xgb (default: a bootstrap XGBoost ensemble screens a large pool of offspring "
-                        "each generation and only the most promising are evaluated) or none (plain NSGA-II)")
+    p.add_argument("--surrogate", default="ehvi",
+                   help="nsga2: ehvi (default: a bootstrap ensemble fitted on the canonical points evaluated so far "
+                        "predicts the whole space, or a large pool around the front, and each batch takes the "
+                        "largest predicted hypervolume improvements), xgb (the ensemble screens NSGA-II's "
+                        "offspring) or none (plain NSGA-II)")
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
     p.add_argument("--accuracy", default="proxy",

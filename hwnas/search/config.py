@@ -15,9 +15,10 @@ from hwnas.errors import InvalidConfigError
 from hwnas.metrics import canonical
 
 FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", "random")
-#: nsga2's surrogate: ``xgb`` screens a large pool of candidates per generation with a bootstrap XGBoost
-#: ensemble fitted on the points evaluated so far (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
-SURROGATES = ("xgb", "none")
+#: nsga2's surrogate: ``ehvi`` (the default) chooses each batch by the hypervolume improvement a bootstrap
+#: ensemble predicts over the canonical candidates (see :mod:`hwnas.search.ehvi`); ``xgb`` screens NSGA-II's
+#: offspring with the ensemble (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
+SURROGATES = ("ehvi", "xgb", "none")
 #: settings a resumed run may change (where evaluations run changes no result)
 RESUMABLE = ("budget", "workers", "timeout_s", "ladder", "executor", "cluster", "rpc_tracker", "rpc_timeout_s")
 #: settings stored only when set, so that runs stored before they existed still resume
@@ -74,7 +75,7 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     constraints: tuple[str, ...] = ()
     formulation: str = "nsga2"
-    surrogate: str = "xgb"
+    surrogate: str = "ehvi"
     budget: int = 100
     accuracy: str = "proxy"
     accuracy_options: dict[str, Any] = dataclasses.field(default_factory=dict)

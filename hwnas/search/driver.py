@@ -1,11 +1,14 @@
 """The search run (:class:`Search`) and its formulations.
 
 The joint genome is the architecture genes followed by each target's HSS
-genes. Every point is evaluated once per run (results come from the store
+genes. Candidates are canonicalised first (:meth:`Search.canonical`; nb201: the live genome), so
+genomes that build the same function are one point. Every point is evaluated once per run (results come from the store
 when a run is resumed), in a worker pool, and written to the store as it
 finishes. Formulations:
 
-* ``nsga2``: multi-objective NSGA-II over the objectives; with ``surrogate="xgb"`` (the default)
+* ``nsga2``: multi-objective; with ``surrogate="ehvi"`` (the default) a surrogate over the canonical
+  candidates chooses each batch by predicted hypervolume improvement (:mod:`hwnas.search.ehvi`); with
+  ``surrogate="xgb"`` NSGA-II
   each generation's offspring are screened from a large candidate pool by a bootstrap XGBoost
   ensemble fitted on the points evaluated so far (:mod:`hwnas.search.screening`), so the budget
   goes to the candidates predicted to extend the front; ``surrogate="none"`` is plain NSGA-II;
@@ -120,6 +123,9 @@ class Search:
         self.progress = progress
         self.namespace = f"points/{self.RUN_ID}"
         self.ladder_namespace = f"ladder/{self.RUN_ID}"
+        #: genomes met that compute the same function as another (their key -> the evaluated point's, in the store)
+        self.equivalent_namespace = f"equivalent/{self.RUN_ID}"
+        self.equivalent: set[str] = set()
         self._pool = None
         #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
         self.surrogate_seconds = 0.0
@@ -200,8 +206,29 @@ class Search:
         self.store.put(self.namespace, key, p.as_dict())
         return p
 
+    def canonical(self, genome: tuple[int, ...]) -> tuple[int, ...]:
+        """The genome evaluated in ``genome``'s place: the space's representative of its function
+        (:meth:`~hwnas.arch.ArchSpace.canonical`; nb201: the live genome)."""
+        space = self.evaluator.space
+        return tuple(space.canonical(genome)) if space is not None else genome
+
+    def _note_equivalent(self, genome, hws, canonical, key: str) -> None:
+        """Record in the store (namespace ``equivalent/<run id>``) that ``genome`` computes the same function
+        as ``canonical``: it takes that point's result and costs no evaluation."""
+        alias = point_key(genome, hws)
+        if alias in self.equivalent:
+            return
+        self.equivalent.add(alias)
+        if self.store.get(self.equivalent_namespace, alias) is None:
+            self.store.put(self.equivalent_namespace, alias,
+                           {"genome": list(genome), "hws": hws, "canonical": list(canonical), "same_as": key})
+
     def evaluate(self, X: Sequence[Sequence[int]], *, limit: int | None = None) -> list[Point | None]:
-        """Points of ``X`` (None where the budget ran out first); each distinct point is evaluated once."""
+        """Points of ``X`` (None where the budget ran out first); each distinct point is evaluated once.
+
+        Every genome is first replaced by its canonical form (:meth:`canonical`): a genome equivalent to
+        one evaluated (or being evaluated) takes that point's result, with the canonical genome in ``x``
+        and ``genome``, and does not count against the budget."""
         limit = self.config.budget if limit is None else min(limit, self.config.budget)
         out: list[Point | None] = [None] * len(X)
         todo: dict[str, list[int]] = {}
@@ -213,7 +240,11 @@ class Search:
             except InvalidConfigError as exc:
                 out[i] = Point(x, tuple(x[: self.joint.arch_size]), [], "", "invalid", error=str(exc))
                 continue
-            key = point_key(genome, hws)
+            canonical = self.canonical(genome)
+            key = point_key(canonical, hws)
+            if canonical != genome:
+                self._note_equivalent(genome, hws, canonical, key)
+                genome, x = canonical, canonical + x[len(canonical):]
             if key in self.points:
                 out[i] = self.points[key]
                 continue
@@ -370,6 +401,8 @@ class Search:
     def _nsga2(self) -> None:
         from pymoo.algorithms.moo.nsga2 import NSGA2
 
+        if self.config.surrogate == "ehvi":
+            return self._ehvi()
         algorithm = NSGA2(pop_size=self.config.pop_size, **_operators())
         if self.config.surrogate == "none":
             self._ga(algorithm, self.F, len(self.objectives), self.config.budget)
@@ -421,6 +454,36 @@ class Search:
             pop.set("F", np.array([self.F(p) for p in pts], dtype=float))
             pop.set("G", np.array([self.G(p) for p in pts], dtype=float))
             algorithm.tell(infills=pop)
+
+    def _ehvi(self) -> None:
+        """The default search: a first batch of uniform random canonical points, then batches chosen by
+        the expected hypervolume improvement under a bootstrap ensemble (:mod:`hwnas.search.ehvi`).
+        The budget only stops it: a longer run starts with the points of a shorter one."""
+        import time
+
+        from hwnas.search import ehvi
+
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, 0xE4F1])
+        started = time.perf_counter()
+        pool = ehvi.Pool(self)
+        self.surrogate_seconds += time.perf_counter() - started
+        first = pool.whole if pool.whole is not None else pool.canonical_rows(
+            [self.joint.sample(rng) for _ in range(4 * ehvi.INITIAL)])
+        X = first[np.sort(rng.choice(len(first), min(ehvi.INITIAL, len(first)), replace=False))]
+        ref = ehvi.reference_point(self, self.evaluate(X, limit=cfg.budget))
+        n = ehvi.batch_size(cfg.workers)
+        stale = 0
+        while self.evaluated < cfg.budget and stale < MAX_STALE_GENERATIONS:
+            started = time.perf_counter()
+            X = ehvi.propose(self, pool, rng, n, ref)
+            self.surrogate_seconds += time.perf_counter() - started
+            self.surrogate_generations += 1
+            if not len(X):
+                break
+            before = self.evaluated
+            self.evaluate(X, limit=cfg.budget)
+            stale = stale + 1 if self.evaluated == before else 0
 
     def _primary(self) -> Term:
         return next((t for t in self.objectives if t.metric == "accuracy"), self.objectives[0])
@@ -477,7 +540,8 @@ class Search:
         stale = 0
         while len(scores) < cfg.budget and stale < MAX_STALE_GENERATIONS:
             pop = algorithm.ask()
-            X = [tuple(int(v) for v in x) for x in np.clip(np.rint(pop.get("X")), 0, cards - 1)]
+            # canonical architectures: equivalent ones are one architecture (scored once, ranked once)
+            X = [self.canonical(tuple(int(v) for v in x)) for x in np.clip(np.rint(pop.get("X")), 0, cards - 1)]
             new = [x for x in dict.fromkeys(X) if x not in scores][: cfg.budget - len(scores)]
             for x, acc in zip(new, self.accuracies(new)):
                 scores[x] = -1e300 if acc is None else acc

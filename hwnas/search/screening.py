@@ -109,11 +109,12 @@ def _candidate_pool(search, algorithm, problem, rng: np.random.Generator) -> np.
             genome, hws = search.joint.split(x)
         except InvalidConfigError:
             continue
-        key = point_key(genome, hws)
+        canonical = search.canonical(genome)  # equivalent candidates are one candidate
+        key = point_key(canonical, hws)
         if key in search.points or key in seen:
             continue
         seen.add(key)
-        pool.append(x)
+        pool.append(canonical + x[len(canonical):])
     return np.array(pool, dtype=int).reshape(-1, len(cards))
 
 

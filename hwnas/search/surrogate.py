@@ -55,6 +55,34 @@ class OneHotEncoder:
         return out
 
 
+class LinearXgb:
+    """A ridge regression on the one-hot genes, and boosted trees on what it leaves (its residuals): the
+    additive part of a cost (each operation adds its latency) is learnt from few points, the
+    interactions by the trees."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, n_onehot: int, trees) -> None:
+        self.coef, self.intercept, self.n_onehot, self.trees = coef, intercept, n_onehot, trees
+
+    def linear(self, features: np.ndarray) -> np.ndarray:
+        out = features[:, : self.n_onehot].astype(np.float64) @ self.coef + self.intercept
+        return out if out.ndim == 2 else out[:, None]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        base = self.linear(features)
+        return base + np.asarray(self.trees.predict(features), dtype=np.float64).reshape(base.shape)
+
+
+def fit_linear_xgb(X: np.ndarray, y: np.ndarray, seed: int, *, n_onehot: int, alpha: float, **params) -> LinearXgb:
+    """:class:`LinearXgb` fitted on features ``X`` (its first ``n_onehot`` columns the one-hot genes)."""
+    A = X[:, :n_onehot].astype(np.float64)
+    center = y.mean(axis=0)
+    coef = np.linalg.solve(A.T @ A + alpha * np.eye(n_onehot), A.T @ (y - center))
+    model = LinearXgb(coef, center, n_onehot, None)
+    residual = y.reshape(len(X), -1) - model.linear(X)
+    model.trees = fit_xgb(X, residual if y.ndim == 2 else residual[:, 0], seed, **params)
+    return model
+
+
 class SurrogateEnsemble:
     """Bootstrap ensemble of XGBoost regressors over one-hot encoded categorical genomes.
 
@@ -67,12 +95,18 @@ class SurrogateEnsemble:
     def __init__(self, cardinalities: Sequence[int], *, n_models: int = 5, n_estimators: int = 150,
                  max_depth: int = 4, learning_rate: float = 0.1, subsample: float = 1.0,
                  colsample_bytree: float = 1.0, min_child_weight: float = 1.0, seed: int = 0,
-                 ordinal: bool = True) -> None:
+                 ordinal: bool = True, linear_alpha: float | None = None) -> None:
         self.encoder = OneHotEncoder(cardinalities, ordinal=ordinal)
         params = dict(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
                       subsample=subsample, colsample_bytree=colsample_bytree, min_child_weight=min_child_weight)
-        self.ensemble = BootstrapEnsemble(lambda X, y, seed: fit_xgb(X, y, seed, **params), self._predict_member,
-                                          n_models=n_models, seed=seed)
+        if linear_alpha is None:
+            def fit(X, y, seed):
+                return fit_xgb(X, y, seed, **params)
+        else:
+            def fit(X, y, seed):
+                return fit_linear_xgb(X, y, seed, n_onehot=sum(self.encoder.cardinalities), alpha=linear_alpha,
+                                      **params)
+        self.ensemble = BootstrapEnsemble(fit, self._predict_member, n_models=n_models, seed=seed)
         self._center = self._scale = None
         self._vector = False
 
@@ -93,6 +127,14 @@ class SurrogateEnsemble:
 
     def _predict_member(self, model, features: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(features), dtype=np.float64).reshape(len(features), len(self._center))
+
+    def predict_members(self, X: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+        """Every member's prediction, in the targets' units: shape ``(n_models, len(X), n_targets)``."""
+        if not self.ensemble.members:
+            raise RuntimeError("fit the surrogate before predicting")
+        features = self.encoder.transform(X)
+        preds = np.stack([self._predict_member(m, features) for m in self.ensemble.members])
+        return preds * self._scale + self._center
 
     def predict(self, X: Sequence[Sequence[int]] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.ensemble.members:

@@ -226,19 +226,21 @@ def test_cli_multi_target_search_on_cpu_and_accelerator(tmp_path):
 
 
 def test_an_aggregated_constraint_is_honoured(tmp_path):
-    """Search plumbing only (the toy target under two names): ``latency_ms@worst<=1`` keeps the points
-    no slower than the reference network on any target."""
+    """Search plumbing only (the toy target under two names): ``latency_ms@worst<=0.5`` keeps the points
+    at most 0.5x the reference network's latency on every target (a bound well below 1: the search
+    evaluates canonical cells, whose dead edges are gone, and few of those are slower than the reference)."""
     from pathlib import Path
 
     toy = str(Path(__file__).with_name("toy_target.py"))
     search = Search(SearchConfig(targets=("toy", "toy:slow:0"), space="nb201", plugins=(toy,), accuracy="proxy",
                                  accuracy_options={"kind": "synflow"}, objectives=("accuracy", "latency_ms@geomean"),
-                                 constraints=("latency_ms@worst<=1",), budget=24, pop_size=8, workers=0),
+                                 constraints=("latency_ms@worst<=0.5",), budget=24, pop_size=8, workers=0),
                     tmp_path / "toy")
     front = search.run()
     ref = search.store.get(REFERENCE_NAMESPACE, REFERENCE_KEY)["metrics"]
     ok = [p for p in search.all_points() if p.status == "ok"]
-    slower = [p for p in ok if any(p.metrics[s]["latency_ms"] > ref[s]["latency_ms"] for s in ("toy", "toy:slow:0"))]
+    slower = [p for p in ok
+              if any(p.metrics[s]["latency_ms"] > 0.5 * ref[s]["latency_ms"] for s in ("toy", "toy:slow:0"))]
     assert front and slower, "the constraint should cut something"
     assert not {p.key for p in slower} & {p.key for p in front}
-    assert all(max(p.metrics[s]["latency_ms"] / ref[s]["latency_ms"] for s in ref) <= 1 for p in front)
+    assert all(max(p.metrics[s]["latency_ms"] / ref[s]["latency_ms"] for s in ref) <= 0.5 for p in front)

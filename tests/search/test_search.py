@@ -199,7 +199,8 @@ def test_missing_accuracy_table_and_corrupt_store_are_one_line_errors(tmp_path):
 
 
 def test_golden_search_on_published_tables(tmp_path):
-    """NB201 accuracies and raspi4 latencies from the published tables: a fixed seed gives a fixed front."""
+    """NB201 accuracies and raspi4 latencies from the published tables: a fixed seed gives a fixed front
+    (the JSON says when and why it last changed)."""
     from hwnas.data import data_dir
 
     if not (data_dir() / "nb201" / "latency.csv").is_file():

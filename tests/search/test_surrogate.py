@@ -95,9 +95,9 @@ def test_selection_prefers_predicted_front_extensions_and_feasibility():
 
 
 def test_unknown_surrogate_is_refused_naming_the_choices():
-    with pytest.raises(InvalidConfigError, match="unknown surrogate 'gp'.*xgb, none"):
+    with pytest.raises(InvalidConfigError, match="unknown surrogate 'gp'.*ehvi, xgb, none"):
         config(surrogate="gp")
-    assert set(SURROGATES) == {"xgb", "none"}
+    assert set(SURROGATES) == {"ehvi", "xgb", "none"}
 
 
 def test_surrogate_search_spends_its_budget_once_per_point_and_honours_constraints(tmp_path, monkeypatch):
