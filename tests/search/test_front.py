@@ -47,7 +47,7 @@ def test_benchmark_front_and_hypervolume_by_hand():
     bench = _benchmark()
     # accuracy 90 and 80 (negated), latency 10 and 5; a dominated point; a copy of a front point (kept)
     F = np.array([[-90, 10], [-80, 5], [-70, 8], [-90, 10]], dtype=float)
-    assert bench.front_indices(F) == {0, 1, 3}
+    assert bench.front_rows(F) == {0, 1, 3}
     # reference accuracy 50, latency 20: latency [10, 20) x accuracy 50..90 = 400, [5, 10) x 50..80 = 150
     assert bench.hypervolume(F, [-50, 20]) == pytest.approx(550)
     # the staircase (1,3), (2,2), (3,1) against (4,4): strips 3 + 2 + 1 wide
