@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from hwnas.cli.progress import StatusLine
-from hwnas.errors import InvalidConfigError
 
 
 class TuneBar(StatusLine):
@@ -25,17 +24,16 @@ class TuneBar(StatusLine):
         ort = "-" if state.ort_ms != state.ort_ms else f"{state.ort_ms:.3f} ms"
         line = (f"tune  [{bar:<24}] {elapsed}  {doing}  {state.workloads_tuned} workloads tuned  "
                 f"best {best}  ONNX Runtime {ort}")
-        self.show(line, now, edge=state.index == 0 and state.best_ms is None)
+        # in a log: the first line and one per config measured (and every 30 s)
+        self.show(line, now, edge=state.best_ms is None and state.index == 0 or not state.current)
 
 
 def cmd_tune(args) -> int:
     from hwnas.pipeline.artifacts import check_out_dir, write_bundle
-    from hwnas.pipeline.tune import check_model, label, tune_model, tuned_target
+    from hwnas.pipeline.tune import check_options, label, tune_model
 
-    if not args.minutes > 0:
-        raise InvalidConfigError(f"--minutes must be > 0, got {args.minutes:g}")
-    tuned_target(args.target)  # an unknown or untunable target, before any slow work
-    check_model(args.onnx)
+    # before any slow work: the budget, the target, the threads, the model
+    check_options(args.onnx, args.target, budget_s=args.minutes * 60, threads=args.threads, trials=args.trials)
     out = Path(args.out).resolve()
     check_out_dir(out, args.overwrite)
     bar = TuneBar()

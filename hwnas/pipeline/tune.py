@@ -210,6 +210,21 @@ def check_model(onnx_path: str | Path) -> None:
                                      f"with fixed shapes")
 
 
+def check_options(onnx_path: str | Path, spec: str, *, budget_s: float, threads: int | None,
+                  trials: int) -> Target:
+    """The tuned target for ``spec``, once the model and options are checked (one clear error otherwise)."""
+    if not budget_s > 0:
+        raise InvalidConfigError(f"--minutes must be > 0, got {budget_s / 60:g}")
+    if trials < 1:
+        raise InvalidConfigError(f"--trials must be >= 1, got {trials}")
+    target = tuned_target(spec)
+    if threads is not None and not 1 <= threads <= target.cores:
+        raise InvalidConfigError(f"--threads must be between 1 and {target.cores} (this machine's cores), "
+                                 f"got {threads}")
+    check_model(onnx_path)
+    return target
+
+
 def tune_model(onnx_path: str | Path, spec: str = "cpu", *, budget_s: float, threads: int | None = None,
                trials: int = 32, database: str | Path | None = None, workdir: str | Path | None = None,
                on_progress: Callable[[TuneState], None] | None = None) -> TuneOutcome:
@@ -220,16 +235,8 @@ def tune_model(onnx_path: str | Path, spec: str = "cpu", *, budget_s: float, thr
     configs timed per new workload. ``database``: the tuning database folder
     (None: the target's default, shared by every run on this machine).
     """
-    if not budget_s > 0:
-        raise InvalidConfigError(f"the tuning budget must be > 0 minutes, got {budget_s / 60:g}")
-    if trials < 1:
-        raise InvalidConfigError(f"--trials must be >= 1, got {trials}")
     t0 = time.perf_counter()
-    check_model(onnx_path)
-    target = tuned_target(spec)
-    if threads is not None and not 1 <= threads <= target.cores:
-        raise InvalidConfigError(f"--threads must be between 1 and {target.cores} (this machine's cores), "
-                                 f"got {threads}")
+    target = check_options(onnx_path, spec, budget_s=budget_s, threads=threads, trials=trials)
     configs = target.network_configs(threads)
     if database is not None:
         target.tuning_root = Path(database)
