@@ -53,6 +53,7 @@ os.environ["TVM_NUM_THREADS"] = str(args.threads)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from hwnas.errors import HwnasError  # noqa: E402
 from hwnas.ir import runtime as measure  # noqa: E402
 from hwnas.ir.lower import export_onnx  # noqa: E402
 from hwnas.pipeline.evaluate import Candidate, evaluate  # noqa: E402
@@ -154,19 +155,27 @@ def main() -> int:
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     results_file = state / "results.json"
-    rows = []
+    rows, failed = [], []
     for name in args.models.split(","):
         if name not in MODELS:
             print(f"unknown model {name!r}; known: {', '.join(MODELS)}", file=sys.stderr)
             return 2
-        row = run_model(name, state)
+        try:
+            row = run_model(name, state)
+        except HwnasError as exc:  # a model hwnas cannot compile is reported, the others still run
+            print(f"{name}: failed: {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
+            continue
         rows.append(row)
         kept = json.loads(results_file.read_text()) if results_file.exists() else []
         kept.append(row)
         results_file.write_text(json.dumps(kept, indent=1, default=float))
         print_table([row])
-    print_table(rows)
-    return 1 if any("failed_check" in r for r in rows) else 0
+    if rows:
+        print_table(rows)
+    if failed:
+        print(f"failed to compile: {', '.join(failed)}")
+    return 1 if failed or any("failed_check" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

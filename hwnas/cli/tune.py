@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from hwnas.cli.progress import StatusLine
@@ -13,8 +14,6 @@ class TuneBar(StatusLine):
     """``tune  [#####     ] 2m31s/10m  config 3/14 NCHWc8 winograd  best 12.41 ms  ONNX Runtime 10.22 ms``."""
 
     def __call__(self, state) -> None:
-        import time
-
         now = time.monotonic()
         bar = "#" * int(24 * min(state.elapsed_s / state.budget_s, 1.0))
         elapsed = f"{int(state.elapsed_s // 60)}m{int(state.elapsed_s % 60):02d}s/{state.budget_s / 60:g}m"
