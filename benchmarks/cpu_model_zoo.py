@@ -113,6 +113,7 @@ def run_model(name: str, state: Path) -> dict:
     ratios = [statistics.median(samples["tuned"][r * per:(r + 1) * per])
               / statistics.median(samples["ort"][r * per:(r + 1) * per]) for r in range(args.rounds)]
     row = {"model": name, "ms": ms, "ratio": ms["tuned"] / ms["ort"], "round_ratios": ratios, "errors": errors,
+           "samples_ms": samples,
            "layout": label(tuned.hw), "tune_s": tune_s, "budget_min": args.tune_minutes,
            "stopped": outcome.stopped, "configs": len(outcome.steps),
            "workloads_tuned": int(sum(s.counters.get("tuning_tuned", 0) for s in outcome.steps)),
