@@ -235,7 +235,7 @@ def check_options(onnx_path: str | Path, spec: str, *, budget_s: float, threads:
 
 
 def tune_model(onnx_path: str | Path, spec: str = "cpu", *, budget_s: float, threads: int | None = None,
-               trials: int = 32, database: str | Path | None = None, workdir: str | Path | None = None,
+               trials: int = 32, database: str | Path | None = None,
                on_progress: Callable[[TuneState], None] | None = None) -> TuneOutcome:
     """Search ``spec``'s network-wide configs for the model at ``onnx_path`` within ``budget_s`` seconds.
 
@@ -327,8 +327,8 @@ def tune_model(onnx_path: str | Path, spec: str = "cpu", *, budget_s: float, thr
     errors = {key: relative_error(out, reference) for key, out in outputs.items()}
     runtimes = {k: v for k, v in runtimes.items() if k == "ort" or errors[k] <= RTOL}
     if len(runtimes) == 1:
-        worst = min(errors.values())
-        raise CompileError(f"the tuned build's output differs from ONNX Runtime's by {worst:.1e} (relative): "
+        nearest = min(errors.values())
+        raise CompileError(f"the tuned build's output differs from ONNX Runtime's by {nearest:.1e} (relative): "
                            f"not written")
     # thread counts differ between configs: each build runs with its own pool size, ORT with its own
     samples = {}
