@@ -90,11 +90,9 @@ def genome_for(name: str, space) -> list[int]:
 #: seconds of the budget kept for timing the tuned layouts again (``choose``)
 CHOOSE_S = 60
 
-#: the network-wide layouts tried, most promising first (the CPU's ``layout`` x ``pack`` x ``conv_algo`` knobs)
-LAYOUTS = tuple({"layout": "NCHWc", "pack": pack, "conv_algo": algo} for pack in (16, 8)
-                for algo in ("winograd", "direct")) + (
-    {"layout": "NCHW", "conv_algo": "direct"}, {"layout": "NCHWc", "pack": 4, "conv_algo": "winograd"},
-    {"layout": "NCHWc", "pack": 4, "conv_algo": "direct"})
+#: the network-wide layouts tried, most promising first (the CPU's ``layout`` x ``pack`` x ``conv_algo`` knobs,
+#: as ``hwnas tune`` tries them)
+LAYOUTS = get_target("cpu").TUNE_LAYOUTS
 #: the knobs a tuning outcome keeps (the rest are cpu:tuned's per workload)
 KEPT = ("layout", "pack", "conv_algo", "num_threads")
 

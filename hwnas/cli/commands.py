@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hwnas.cli.progress import Counter, Progress
+from hwnas.cli.tune import add_parser as add_tune_parser
 from hwnas.errors import HwnasError, InvalidConfigError, InvalidGenomeError
 
 log = logging.getLogger("hwnas")
@@ -517,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 although the network exceeds the device's memory (e.g. an MCU's SRAM or flash); "
                         "without it such a compile writes the bundle marked \"fits\": false and exits 2")
     p.set_defaults(func=cmd_compile)
+
+    add_tune_parser(sub)
 
     p = sub.add_parser("search", help="search architectures and hardware configs jointly")
     p.add_argument("--space", help="architecture space (default mbv2 unless --onnx)")

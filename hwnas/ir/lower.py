@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from hwnas.errors import CompileError, ModelImportError, UnsupportedOperatorError
@@ -106,6 +107,77 @@ def check_operators(model: onnx.ModelProto) -> None:
             )
 
 
+#: a node whose inputs are all constants is folded when they hold at most this many elements (shape arithmetic,
+#: not weights: those TVM's FoldConstant folds after the import)
+SHAPE_FOLD_MAX_ELEMENTS = 64
+
+
+def fold_shape_computations(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
+    """``model`` with its shape arithmetic on static shapes replaced by constants.
+
+    torch's exporter writes ``x.chunk(2, 1)`` or ``x.shape[1] // 2`` as
+    ``Shape -> Gather -> Div -> Slice`` on the tensor's shape at run time; TVM's
+    importer turns that into a dynamically shaped slice that its passes cannot
+    fold ("emit_te now only supports Tensor that has ShapeExpr shape"). With
+    the input ``shapes`` fixed, ONNX shape inference knows every such shape:
+    each ``Shape`` of a static tensor, and then each node whose inputs are all
+    small constants, becomes a ``Constant`` node (evaluated by ONNX's reference
+    runtime). Nothing else changes; a model without such nodes is returned as is.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+    from onnx.reference import ReferenceEvaluator
+
+    if not any(n.op_type == "Shape" for n in model.graph.node):
+        return model
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for inp in graph_inputs(fixed):  # the symbolic batch fixed, so that inference sees static shapes
+        for d, value in zip(inp.type.tensor_type.shape.dim, shapes.get(inp.name, [])):
+            d.dim_value = value
+    try:
+        inferred = shape_inference.infer_shapes(fixed)
+    except Exception as exc:  # onnx raises its own error types for a graph it cannot infer
+        log.debug("shape inference failed, shapes not folded: %s", exc)
+        return model
+    static: dict[str, list[int]] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            static[vi.name] = [int(d.dim_value) for d in t.shape.dim]
+    consts = {i.name: numpy_helper.to_array(i) for i in fixed.graph.initializer}
+    nodes, folded = [], 0
+    for node in fixed.graph.node:
+        value = None
+        if node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Shape" and node.input[0] in static:
+                value = np.array(static[node.input[0]][attrs.get("start", 0):attrs.get("end")], dtype=np.int64)
+            elif node.op_type == "Constant" and not node.input:
+                value = None  # already a constant: recorded below
+            elif node.input and all(i in consts and consts[i].size <= SHAPE_FOLD_MAX_ELEMENTS
+                                    for i in node.input if i):
+                try:
+                    value = ReferenceEvaluator(node).run(None, {i: consts[i] for i in node.input if i})[0]
+                except Exception as exc:  # an op the reference runtime lacks: left to TVM
+                    log.debug("not folded: %s (%s)", node.op_type, exc)
+        if node.op_type == "Constant" and len(node.output) == 1 and node.attribute and \
+                node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        if value is not None:
+            value = np.asarray(value)
+            consts[node.output[0]] = value
+            node = helper.make_node("Constant", [], [node.output[0]], name=node.name,
+                                    value=numpy_helper.from_array(value, node.output[0]))
+            folded += 1
+        nodes.append(node)
+    if not folded:
+        return model
+    del fixed.graph.node[:]
+    fixed.graph.node.extend(nodes)
+    log.debug("folded %d shape computations", folded)
+    return fixed
+
+
 def to_relax(model: onnx.ModelProto, *, batch: int = 1):
     """Import an ONNX model into a Relax IRModule with its weights bound as constants."""
     import tvm.relax.frontend.onnx  # noqa: F401  (registers the frontend submodule)
@@ -113,6 +185,7 @@ def to_relax(model: onnx.ModelProto, *, batch: int = 1):
 
     check_operators(model)
     shapes = static_input_shapes(model, batch)
+    model = fold_shape_computations(model, shapes)
     try:
         mod = relax.frontend.onnx.from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
     except Exception as exc:  # the importer raises TVMError, ValueError, KeyError...

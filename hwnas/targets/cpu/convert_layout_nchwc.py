@@ -4,8 +4,10 @@ A Relax-level pass, run on the imported module *before* legalization and
 fusion. It does four things, in order:
 
 1. Clip bounds that the ONNX importer emits as ``call_tir`` to a
-   ``maximum``/``minimum`` PrimFunc with a scalar bound (ReLU6, Clip) are
-   turned back into the Relax ops ``relax.maximum``/``relax.minimum``. Those are
+   ``maximum``/``minimum`` PrimFunc with a scalar bound (ReLU6, Clip), and
+   the ``relax.clip`` of HardSwish and HardSigmoid (which ``ConvertLayout``
+   does not carry a layout through: MobileNetV3 went back to NCHW around each
+   hard-swish), are turned into the Relax ops ``relax.maximum``/``relax.minimum``. Those are
    layout-agnostic broadcast ops that TVM's ``ConvertLayout`` can carry the
    packed layout through, so a conv -> bias -> ReLU6 -> conv chain does not
    bounce back to NCHW in the middle.
@@ -256,6 +258,7 @@ class _ClipToRelaxOps(PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.call_tir_op = tvm.ir.Op.get("relax.call_tir")
+        self.clip_op = tvm.ir.Op.get("relax.clip")
         self.kinds: dict[str, str] = {}
         for gv, func in mod.functions_items():
             if isinstance(func, tirx.PrimFunc):
@@ -265,6 +268,8 @@ class _ClipToRelaxOps(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's name)
         call = super().visit_call_(call)
+        if call.op == self.clip_op:
+            return self._clip(call)
         if call.op != self.call_tir_op or not isinstance(call.args[0], relax.GlobalVar):
             return call
         kind = self.kinds.get(call.args[0].name_hint)
@@ -277,6 +282,17 @@ class _ClipToRelaxOps(PyExprMutator):
             return call
         op = relax.op.maximum if kind == "max" else relax.op.minimum
         return op(x, bound)
+
+    @staticmethod
+    def _clip(call: relax.Call) -> relax.Expr:
+        """``relax.clip(x, lo, hi)`` (hard-swish's and hard-sigmoid's clip) -> ``minimum(maximum(x, lo), hi)``."""
+        x = call.args[0]
+        sinfo = x.ty
+        bounds = [getattr(b, "value", None) for b in call.args[1:3]]  # IntImm / FloatImm bounds
+        if not isinstance(sinfo, relax.TensorType) or not all(isinstance(b, (int, float)) for b in bounds):
+            return call
+        lo, hi = (relax.const(b, sinfo.dtype) for b in bounds)
+        return relax.op.minimum(relax.op.maximum(x, lo), hi)
 
 
 @mutator

@@ -80,6 +80,10 @@ class CpuTarget(QuantizedDeployment, Target):
         #: the RPC device ``measure`` runs on (:meth:`use_remote`), and its LLVM CPU name
         self.remote = None
         self.remote_cpu: str | None = None
+        #: the folder the tuning databases live in (None: ``$HWNAS_TUNING_DB``, else ``~/.cache/hwnas/tuning``)
+        self.tuning_root: Path | None = None
+        #: called with (workload name, seconds) after each workload ``cpu:tuned`` tunes (a progress display)
+        self.on_tuned = None
 
     @functools.cached_property
     def hardware_space(self) -> HardwareSpace:
@@ -183,10 +187,11 @@ class CpuTarget(QuantizedDeployment, Target):
     def tuning_database(self, hw: dict[str, Any]) -> Path:
         """The MetaSchedule database this machine's tuned schedules live in (one per cpu and thread count).
 
-        ``$HWNAS_TUNING_DB`` names the parent folder; the default is
+        :attr:`tuning_root`, else ``$HWNAS_TUNING_DB``, names the parent folder; the default is
         ``~/.cache/hwnas/tuning``: shared by every run on this machine.
         """
-        root = Path(os.environ.get("HWNAS_TUNING_DB") or Path.home() / ".cache" / "hwnas" / "tuning")
+        root = Path(self.tuning_root or os.environ.get("HWNAS_TUNING_DB")
+                    or Path.home() / ".cache" / "hwnas" / "tuning")
         return root / f"{host_cpu()}-threads{int(hw['num_threads'])}"
 
     def schedule_passes(self, hw: dict[str, Any]) -> list:
@@ -211,7 +216,23 @@ class CpuTarget(QuantizedDeployment, Target):
             from hwnas.targets.cpu.tuned_schedules import TunedSchedules
 
             self.last_tuning = TunedSchedules(self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, **common)
+        self.last_tuning.on_tuned = self.on_tuned
         return [self.last_tuning] + passes
+
+    #: the network-wide layouts ``hwnas tune`` tries, most promising first (``layout`` x ``pack`` x ``conv_algo``)
+    TUNE_LAYOUTS = tuple({"layout": "NCHWc", "pack": pack, "conv_algo": algo} for pack in (16, 8)
+                         for algo in ("winograd", "direct")) + (
+        {"layout": "NCHW", "conv_algo": "direct"}, {"layout": "NCHWc", "pack": 4, "conv_algo": "winograd"},
+        {"layout": "NCHWc", "pack": 4, "conv_algo": "direct"})
+
+    def network_configs(self, threads: int | None = None) -> list[dict[str, Any]]:
+        """The network-wide hardware configs ``hwnas tune`` searches (the per-workload knobs tuned inside each).
+
+        Every layout of :attr:`TUNE_LAYOUTS` with ``threads`` runtime threads
+        (None: all the cores first, then each smaller count), in the order they are tried.
+        """
+        counts = [threads] if threads else list(range(self.cores, 0, -1))
+        return [{**layout, "num_threads": n} for n in counts for layout in self.TUNE_LAYOUTS]
 
     def build(self, mod, hw: dict[str, Any]) -> Built:
         built = build_module(mod, self.tvm_target(hw), hw, what="for cpu")

@@ -100,6 +100,8 @@ class WorkloadTuner:
         self.priority = priority
         self.stats = {"reused": 0, "tuned": 0, "untuned": 0}
         self.tuning_s = 0.0
+        #: called with (workload name, seconds) after each workload tuned (a progress display); None: nothing
+        self.on_tuned = None
 
     def lookup(self, mod: tvm.IRModule, funcs) -> dict:
         """``{name: scheduled PrimFunc}`` for the functions of ``funcs`` ((gv, func) pairs) the database holds.
@@ -134,6 +136,8 @@ class WorkloadTuner:
                 self.tune(gv.name_hint, func)
                 self.tuning_s += time.perf_counter() - t0
                 done += 1
+                if self.on_tuned is not None:
+                    self.on_tuned(gv.name_hint, time.perf_counter() - t0)
             if done:
                 found = self.lookup(mod, funcs)  # re-read what the tuning committed
         self.stats["reused"] += len(funcs) - len(missing)

@@ -89,3 +89,29 @@ def test_numerics_match_onnxruntime(pipeline, config, cfg):
 
 def test_packed_glue_numerics(pipeline, config):
     pipeline.check_numerics("glue", config(layout="NCHWc", pack=4, vector_width=8))
+
+
+def test_packed_pool_reduces_a_vector_of_channels_at_a_time():
+    """A max-pool over NCHW16c: the window loops above the channel lane, which is vectorized; numerics exact."""
+    import numpy as np
+    from tvm import te, topi
+
+    from hwnas.targets.cpu.schedule_injective import vectorize_channel_block
+
+    data = te.placeholder((1, 4, 33, 33, 16), name="data")
+    pool = topi.nn.pool2d(data, (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), "max", layout="NCHW16c")
+    sch = s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([data, pool])}))
+    block = sch.get_sblock(pool.op.name)
+    assert vectorize_channel_block(sch, block, parallel=True, vector_width=8)
+    loops = [sch.get(lp) for lp in sch.get_loops(block)]
+    # parallel outer loop, the two window loops, then the 16 lanes split into 2 x 8 with the 8 vectorized
+    assert [int(lp.extent) for lp in loops[-4:]] == [3, 3, 2, 8]
+    assert int(loops[-1].kind) == 2 and int(loops[0].kind) == 1
+    x = np.random.default_rng(0).standard_normal((1, 4, 33, 33, 16)).astype("float32")
+    out = np.empty((1, 4, 16, 16, 16), "float32")
+    lib = tvm.compile(sch.mod, "llvm")
+    dev = tvm.cpu()
+    args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(out, dev)]
+    lib["main"](*args)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    np.testing.assert_array_equal(args[1].numpy(), windows.max(axis=(-2, -1)))
