@@ -81,11 +81,14 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=12, help="subnets trained stand-alone (default 12)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     ap.add_argument("--supernet", help="an already trained supernet file (its training time is then not measured)")
     ap.add_argument("--work", default="runs/bench-supernet", help="folder for the supernet file")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.space_option is None:
         args.space_option = ["resolutions=[32]", "widths=[0.25,0.5]"] if args.space == "mbv2" else []
     options = {k: json.loads(v) for k, _, v in (o.partition("=") for o in args.space_option)}

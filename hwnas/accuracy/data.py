@@ -117,6 +117,8 @@ _NPZ_CACHE: dict[tuple[str, int, int], ImageData] = {}
 
 
 def _npz_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise InvalidConfigError(f"{path}: {key} is empty (no images)")
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0 or min(x.shape[2:]) < 1:

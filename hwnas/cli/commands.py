@@ -376,7 +376,7 @@ def cmd_supernet_train(args) -> int:
           f"distillation); checkpoint {checkpoint_path(out)} after every epoch", file=sys.stderr)
     try:
         header = train_supernet(space, args.data, out=out, schedule=schedule, resume=args.resume, device=args.device,
-                                progress=line)
+                                progress=line, threads=args.threads)
     except KeyboardInterrupt:
         line.close()
         print(f"hwnas: interrupted; continue with --resume (from {checkpoint_path(out)})", file=sys.stderr)
@@ -583,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees one, else cpu")
+    p.add_argument("--threads", type=int, help="torch threads (default: one per core; 1 is faster on a busy machine)")
     p.add_argument("--out", required=True, help="the supernet file to write (.safetensors)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last epoch's checkpoint; a finished --out with these settings returns at once")

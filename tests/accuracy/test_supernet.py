@@ -16,29 +16,34 @@ from hwnas.errors import DataNotFoundError, InvalidConfigError
 TINY = dict(channels=4, cells_per_stage=1)
 
 
+
 @pytest.fixture(scope="module")
 def tiny_space():
     return get_space("nb201", **TINY)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_space):
-    """A tiny nb201 supernet trained 2 epochs on digits (a few seconds)."""
+def trained(tmp_path_factory, tiny_space, bands_npz):
+    """A tiny nb201 supernet trained one epoch on a small .npz (a couple of seconds)."""
     out = tmp_path_factory.mktemp("sn") / "net.safetensors"
-    train_supernet(tiny_space, "digits", out=out, schedule=Schedule(epochs=2, lr=0.2))
+    train_supernet(tiny_space, str(bands_npz), out=out, schedule=Schedule(epochs=1, batch_size=32), threads=1)
     return out
 
 
-def test_inherited_accuracy_is_far_above_chance_after_a_short_training(trained, tiny_space):
-    acc = get_accuracy(f"supernet:{trained}", for_space=tiny_space)
+@pytest.mark.slow  # about a minute on 2 cores; by default the trained-bundle test checks a trained subnet's accuracy
+def test_inherited_accuracy_is_far_above_chance_after_a_short_training(tmp_path):
+    space = get_space("nb201", channels=8, cells_per_stage=1)
+    out = tmp_path / "digits.safetensors"
+    train_supernet(space, "digits", out=out, schedule=Schedule(epochs=2, batch_size=32), threads=1)
+    acc = get_accuracy(f"supernet:{out}", for_space=space)
     # digits has 10 classes: chance is 10 %; the largest subnet, a mixed one and the smallest all learned
-    values = [acc.evaluate(tiny_space, g) for g in [(3,) * 6, (3, 2, 1, 3, 0, 2), (2,) * 6]]
-    assert min(values) > 50, values
-    assert acc.evaluate(tiny_space, (3, 2, 1, 3, 0, 2)) == values[1]  # deterministic (fixed recalibration subset)
-    header = SupernetFile.read(trained).header
+    values = [acc.evaluate(space, g) for g in [(3,) * 6, (3, 2, 1, 3, 0, 2), (2,) * 6]]
+    assert min(values) > 50 and values[0] > 85, values
+    assert acc.evaluate(space, (3, 2, 1, 3, 0, 2)) == values[1]  # deterministic (fixed recalibration subset)
+    header = SupernetFile.read(out).header
     assert header["epochs_done"] == 2 and len(header["history"]) == 2
-    assert header["history"][-1]["largest_acc"] > 50
-    assert acc.settings()["fingerprint"] == SupernetFile.read(trained).fingerprint
+    assert header["history"][-1]["largest_acc"] == pytest.approx(values[0], abs=1e-3)
+    assert acc.settings()["fingerprint"] == SupernetFile.read(out).fingerprint
 
 
 def test_safetensors_round_trip(trained, tiny_space, tmp_path):
@@ -58,7 +63,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_ends_where_an_uninter
     data = str(make_npz("small.npz", n_train=96, n_test=24, size=8))
     schedule = Schedule(epochs=2, batch_size=32, lr=0.1)
     whole = tmp_path / "whole.safetensors"
-    train_supernet(tiny_space, data, out=whole, schedule=schedule)
+    train_supernet(tiny_space, data, out=whole, schedule=schedule, threads=1)
 
     out = tmp_path / "killed.safetensors"
 
@@ -67,14 +72,14 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_ends_where_an_uninter
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(tiny_space, data, out=out, schedule=schedule, progress=kill_in_epoch_2)
+        train_supernet(tiny_space, data, out=out, schedule=schedule, progress=kill_in_epoch_2, threads=1)
     assert not out.exists() and SupernetFile.read(checkpoint_path(out)).header["epochs_done"] == 1
     with pytest.raises(InvalidConfigError, match="exists; pass --resume"):
         train_supernet(tiny_space, data, out=out, schedule=schedule)
     with pytest.raises(InvalidConfigError, match="unfinished"):
         load_supernet(checkpoint_path(out), tiny_space)
     epochs = []
-    train_supernet(tiny_space, data, out=out, schedule=schedule, resume=True,
+    train_supernet(tiny_space, data, out=out, schedule=schedule, resume=True, threads=1,
                    progress=lambda info: epochs.append(info["epoch"]))
     assert set(epochs) == {2}  # only the second epoch ran again
     assert not checkpoint_path(out).exists()
@@ -110,7 +115,7 @@ def test_bad_training_input_is_one_line(tmp_path, tiny_space, make_npz):
     with pytest.raises(InvalidConfigError, match="the data has 12 classes but the nb201 network has 10 outputs"):
         train_supernet(tiny_space, str(make_npz("many.npz", classes=12, n_train=24, n_test=12)), out=out,
                        schedule=Schedule(epochs=1))
-    with pytest.raises(InvalidConfigError, match="x_test must be images NCHW"):
+    with pytest.raises(InvalidConfigError, match="x_test is empty"):
         train_supernet(tiny_space, str(make_npz("empty.npz", x_test=np.zeros((0, 6, 6), np.float32),
                                                y_test=np.zeros(0, np.int64))), out=out, schedule=Schedule(epochs=1))
     with pytest.raises(InvalidConfigError, match="unknown data 'nope'; the data must be digits, PATH.npz, cifar10"):
