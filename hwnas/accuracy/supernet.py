@@ -405,7 +405,7 @@ def train_supernet(
                 raise InvalidConfigError(f"{candidate} was trained with other settings (space, data or schedule); "
                                          f"train into another --out, or drop --resume to start over")
             if candidate == out:
-                return f.header  # already finished
+                return {**f.header, "train_s_this_run": 0.0, "cached": True}  # already finished
             net.load_shared(f.tensors)
             _load_optimizer_tensors(net, optimizer, f.optimizer)
             header["epochs_done"], header["history"] = f.header["epochs_done"], f.header["history"]

@@ -385,7 +385,7 @@ def cmd_supernet_train(args) -> int:
     last = header["history"][-1] if header["history"] else {}
     ran = header.get("train_s_this_run")
     print(f"supernet: {out} ({header['epochs_done']} epochs on {header['data_spec']}, "
-          + (f"{ran:.0f} s in this run" if ran is not None and header["epochs_done"] else "")
+          + ("trained before: nothing to do" if header.get("cached") else f"{ran:.0f} s in this run")
           + f"); held-out top-1: largest {last.get('largest_acc', float('nan')):.2f} %, "
           f"smallest {last.get('smallest_acc', float('nan')):.2f} %")
     print(f"use it with: hwnas search --space {space.name} --accuracy supernet:{out} ...")
@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
     p.add_argument("--accuracy", default="proxy",
-                   help="table[:dataset], train[:data.npz] or proxy[:synflow|naswot] (default proxy)")
+                   help="supernet:NET.safetensors (see `hwnas supernet train`), table[:dataset], train[:data.npz] or "
+                        "proxy[:synflow|naswot] (default proxy)")
     p.add_argument("--accuracy-option", action="append", metavar="KEY=VALUE", help="e.g. max_steps=50")
     p.add_argument("--cost", help="cost method (default: each target's first)")
     p.add_argument("--ladder", metavar="METHOD",
