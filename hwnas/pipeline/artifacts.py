@@ -22,7 +22,7 @@ import hwnas
 from hwnas.errors import ArtifactError
 from hwnas.metrics import overflows
 from hwnas.pipeline.evaluate import Evaluation
-from hwnas.util import file_sha256
+from hwnas.util import file_sha256, filtered_native_stderr
 
 MANIFEST = "manifest.json"
 
@@ -310,7 +310,8 @@ def artifact_accuracy(library: Path, manifest: dict[str, Any], trained: Trained)
     spec = manifest["inputs"][0]
     k = int(data.num_classes)
     try:
-        lib = tvm.runtime.load_module(str(library))
+        with filtered_native_stderr():  # the runtime logs a line per memory scope while loading
+            lib = tvm.runtime.load_module(str(library))
         dev = tvm.device(runtime["device"], 0)
         vm = relax.VirtualMachine(lib, dev)
     except Exception as exc:  # noqa: BLE001  (no such device here: a CUDA bundle built without a GPU)
