@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> distribution name, where they differ
-DISTRIBUTION = {"sklearn": "scikit-learn", "tvm": "apache-tvm", "tvm_ffi": "apache-tvm-ffi",
+DISTRIBUTION = {"sklearn": "scikit-learn", "PIL": "pillow", "tvm": "apache-tvm", "tvm_ffi": "apache-tvm-ffi",
                 "cuda": "cuda-bindings", "yaml": "pyyaml"}
 
 

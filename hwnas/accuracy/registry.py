@@ -111,6 +111,10 @@ class AccuracyEvaluator(abc.ABC):
         ``for_space``).
         """
 
+    def check(self, space: ArchSpace) -> None:
+        """Raise :class:`InvalidConfigError` if this evaluator, as built, cannot score ``space`` (e.g. a
+        supernet trained for another space); called by ``get_accuracy(..., for_space=space)``."""
+
     @abc.abstractmethod
     def _evaluate(self, space: ArchSpace, genome: tuple[int, ...]) -> tuple[float, dict[str, Any]]:
         """The value and details for an already validated genome."""
@@ -181,7 +185,10 @@ def get_accuracy(spec: str, *, for_space: ArchSpace | None = None, **options: An
         options[cls.spec_option] = value
     if for_space is not None:
         cls.check_space(for_space)
-    return cls(**options)
+    evaluator = cls(**options)
+    if for_space is not None:
+        evaluator.check(for_space)
+    return evaluator
 
 
 # --------------------------------------------------------------------------- options shared by the evaluators

@@ -105,6 +105,32 @@ class ArchSpace(abc.ABC):
         """A uniformly random genome."""
         return tuple(int(rng.integers(0, c)) for c in self.cardinalities)
 
+    def options(self) -> dict[str, object]:
+        """The options the space was built with (JSON-able): a supernet records them, and is refused by a
+        space built with others."""
+        return {}
+
+    # -- weight sharing: what a space implements to get a supernet (:mod:`hwnas.arch.supernet`) ----------
+
+    def supernet_keys(self, genome: Sequence[int]) -> list[str]:
+        """One key per weight layer (``Conv2d``, ``BatchNorm2d``, ``Linear``) of ``build(genome)``, in
+        ``modules()`` order: layers with one key, in any genome, share one weight tensor, the smaller ones
+        taking a slice of it (the first channels, the centre of a kernel)."""
+        raise self._no_supernet()
+
+    def supernet_cover(self) -> list[tuple[int, ...]]:
+        """Genomes whose networks together hold every key at its largest shape (the supernet's tensors)."""
+        raise self._no_supernet()
+
+    def supernet_sandwich(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The largest and the smallest network (genomes), trained at every step of the sandwich rule."""
+        raise self._no_supernet()
+
+    def _no_supernet(self) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"space {self.name} has no supernet: it must implement supernet_keys, supernet_cover and "
+            f"supernet_sandwich (see hwnas.arch.supernet)")
+
     def build(self, genome: Sequence[int], *, seed: int = 0) -> torch.nn.Module:
         """The network of ``genome`` in eval mode, weights initialised from ``seed``."""
         g = self.validate(genome)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from hwnas.arch.base import ArchSpace, positive_int_option
+from hwnas.arch.supernet import choice_keys
 
 #: block choices per layer, in gene-value order
 OPS: tuple[str, ...] = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
@@ -189,6 +190,26 @@ class FBNetSpace(ArchSpace):
     def input_shape(self, genome: Sequence[int]) -> tuple[int, int, int, int]:
         self.validate(genome)
         return (1, 3, INPUT_SIZE, INPUT_SIZE)
+
+    def options(self) -> dict[str, object]:
+        return {"num_classes": self._num_classes}
+
+    def supernet_keys(self, genome: Sequence[int]) -> list[str]:
+        """The op choice per layer (FBNet's supernet): each of a layer's 9 blocks has weights of its own;
+        stem, head and classifier are shared."""
+        def slot(name: str) -> int | None:
+            parts = name.split(".")
+            return int(parts[1]) if parts[0] == "layers" else None
+
+        return choice_keys(self, genome, slot, OPS)
+
+    def supernet_cover(self) -> list[tuple[int, ...]]:
+        return [(op,) * len(LAYERS) for op in range(len(OPS))]
+
+    def supernet_sandwich(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Largest: ``k5_e6`` in every layer; smallest: ``k3_e1`` (the cheapest block; ``skip`` everywhere
+        would train the stem and head only)."""
+        return (OPS.index("k5_e6"),) * len(LAYERS), (OPS.index("k3_e1"),) * len(LAYERS)
 
     def describe(self, genome: Sequence[int]) -> str:
         genes = self.validate(genome)

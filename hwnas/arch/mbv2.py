@@ -201,6 +201,32 @@ class MBV2Space(ArchSpace):
         stages = " | ".join(f"k{k} e{e} d{d}" for k, e, d in arch.stages)
         return f"{stages} | width {arch.width:g} | {arch.resolution}x{arch.resolution}"
 
+    def options(self) -> dict[str, object]:
+        return {"num_classes": self._num_classes, "resolutions": list(self.resolutions), "widths": list(self.widths)}
+
+    def supernet_keys(self, genome: Sequence[int]) -> list[str]:
+        """Elastic kernel, expansion, depth and width (OFA): block ``j`` of stage ``s`` is one set of
+        tensors whatever the genome; its kernel is the centre of the 7x7 one, its channels the first ones."""
+        arch = self.decode(genome)
+        conv_bn = lambda name: [f"{name}.conv", f"{name}.bn"]  # noqa: E731
+        keys = [*conv_bn("stem"), *conv_bn("first.dw"), *conv_bn("first.project")]
+        for s, (_, _, depth) in enumerate(arch.stages):
+            for j in range(depth):
+                keys += [*conv_bn(f"s{s}.b{j}.expand"), *conv_bn(f"s{s}.b{j}.dw"), *conv_bn(f"s{s}.b{j}.project")]
+        return [*keys, *conv_bn("last"), "classifier"]
+
+    def supernet_cover(self) -> list[tuple[int, ...]]:
+        return [self.supernet_sandwich()[0]]
+
+    def supernet_sandwich(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Largest: kernel 7, expansion 6, depth 4, the widest width and highest resolution; smallest: kernel
+        3, expansion 3, depth 1, the narrowest width and lowest resolution."""
+        w, r = self.widths, self.resolutions
+        largest = (len(KERNELS) - 1, len(EXPANSIONS) - 1, len(DEPTHS) - 1) * len(STAGES) + (
+            w.index(max(w)), r.index(max(r)))
+        smallest = (0, 0, 0) * len(STAGES) + (w.index(min(w)), r.index(min(r)))
+        return largest, smallest
+
     def _build(self, genome: tuple[int, ...]) -> nn.Module:
         arch = self.decode(genome)
         return _MBV2Network(arch.stages, width=arch.width, num_classes=self._num_classes)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from hwnas.arch.base import ArchSpace, positive_int_option
+from hwnas.arch.supernet import choice_keys
 from hwnas.errors import InvalidGenomeError
 
 #: operation names, in gene-value order
@@ -164,6 +165,28 @@ class NB201Space(ArchSpace):
     def input_shape(self, genome: Sequence[int]) -> tuple[int, int, int, int]:
         self.validate(genome)
         return (1, 3, 32, 32)
+
+    def options(self) -> dict[str, object]:
+        return {"num_classes": self._num_classes, "channels": self.channels, "cells_per_stage": self.cells_per_stage}
+
+    def supernet_keys(self, genome: Sequence[int]) -> list[str]:
+        """Every op on every edge (the one-shot supernet of NAS-Bench-201's weight-sharing baselines): an
+        edge's conv ops have weights of their own in each cell; stem, reductions and head are shared."""
+        def slot(name: str) -> int | None:
+            parts = name.split(".")
+            if len(parts) > 3 and parts[0] == "cells" and parts[2] == "edges":
+                edge = parts[3].removeprefix("edge")
+                return EDGES.index((int(edge[0]), int(edge[1])))
+            return None
+
+        return choice_keys(self, genome, slot, OPS)
+
+    def supernet_cover(self) -> list[tuple[int, ...]]:
+        return [(op,) * len(EDGES) for op in range(len(OPS))]
+
+    def supernet_sandwich(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Largest: ``nor_conv_3x3`` on every edge; smallest: ``nor_conv_1x1`` (the cheapest op with weights)."""
+        return (OPS.index("nor_conv_3x3"),) * len(EDGES), (OPS.index("nor_conv_1x1"),) * len(EDGES)
 
     def describe(self, genome: Sequence[int]) -> str:
         return _arch_str(self.validate(genome))

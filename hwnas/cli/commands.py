@@ -104,13 +104,37 @@ def cmd_compile(args) -> int:
         load_onnx(args.onnx)  # fail fast on a bad file
         candidate = Candidate.from_onnx(args.onnx, hw)
     else:
-        space = get_space(args.space or "mbv2")
+        space = None
+        if args.supernet:
+            from hwnas.accuracy.supernet import SupernetFile
+
+            header = SupernetFile.read(args.supernet).header  # its space, unless --space names one (then checked)
+            space = get_space(header["space"], **header["space_options"]) if not args.space else None
+        space = space or get_space(args.space or "mbv2", **_options(args.space_option, "--space-option"))
         if args.genome:
             genome = _json_arg(args.genome, what="--genome", kind=list, error=InvalidGenomeError)
         else:
             genome = list(space.sample(np.random.default_rng(args.seed)))
             print(f"no --genome given: sampled {json.dumps(genome)} (seed {args.seed})", file=sys.stderr)
         candidate = Candidate.from_space(space, genome, hw)
+    trained = None
+    if args.supernet:
+        if args.onnx:
+            raise InvalidConfigError("--supernet gives a space's network its trained weights; it does not go with --onnx")
+        from hwnas.accuracy.supernet import trained_subnet
+        from hwnas.pipeline.artifacts import Trained
+
+        target.hardware_space.validate(hw)
+        check_out_dir(Path(args.out).resolve(), args.overwrite)
+        space, model, data, origin = trained_subnet(args.supernet, space, candidate.genome,
+                                                    finetune_epochs=args.finetune_epochs)
+        from hwnas.accuracy.data import to_input
+
+        target.calibrate_with(to_input(data.x_train[:64], space.input_shape(candidate.genome)).numpy())
+        candidate = Candidate.from_space(space, candidate.genome, hw, weights=model.state_dict())
+        trained = Trained(model=model, data=data, origin=origin)
+    elif args.finetune_epochs:
+        raise InvalidConfigError("--finetune-epochs needs --supernet NET.safetensors")
     target.hardware_space.validate(hw)  # before any slow work
     device = _remote_device(args)
     if device is not None:
@@ -124,13 +148,20 @@ def cmd_compile(args) -> int:
     print(f"compiling for {target.spec} ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hwnas-compile-") as work:  # the ONNX export, until it is bundled
         ev = evaluate(candidate, target, cost=args.cost, workdir=work)
-        manifest = write_bundle(ev, args.out, overwrite=args.overwrite)
+        manifest = write_bundle(ev, args.out, overwrite=args.overwrite, trained=trained)
     arch = candidate.architecture()
     print(f"architecture: {arch.get('description') or arch.get('onnx')}")
     print(f"hardware:     {json.dumps(ev.hw)}")
     print(f"cost method:  {target.cost_method(args.cost)}" + (f" on {ev.device}" if ev.device else ""))
     for k, v in ev.metrics.items():
         print(f"  {k:16s} {_format_metric(k, v)}")
+    if trained is not None:
+        acc = json.loads(manifest.read_text())["accuracy"]
+        if acc["measured"]:
+            print(f"accuracy:     {acc['top1']:.2f} % top-1 of the compiled artifact on {acc['images']} test images "
+                  f"(torch subnet {acc['torch_top1']:.2f} %, equal predictions {100 * acc['agreement_with_torch']:.2f} %)")
+        else:
+            print(f"accuracy:     not measured ({acc['reason']})")
     print(f"bundle:       {manifest.parent}  (run: python {manifest.parent / 'run.py'})")
     over = overflows(ev.metrics, target.capacity())  # as the manifest says
     if over:
@@ -227,7 +258,7 @@ def cmd_search(args) -> int:
               f"continue with --resume", file=sys.stderr)
         return 130
     progress.close()
-    files = write_report(args.out, artifacts=args.artifacts)
+    files = write_report(args.out, artifacts=args.artifacts, finetune_epochs=args.finetune_epochs)
     print(f"{search.evaluated} points evaluated ({search.from_store} from the store), "
           f"{len(front)} on the Pareto front")
     if search.equivalent:
@@ -408,6 +439,39 @@ def cmd_predictor_predict(args) -> int:
     return 0
 
 
+def cmd_supernet_train(args) -> int:
+    from hwnas.accuracy.supernet import Schedule, checkpoint_path, train_supernet
+    from hwnas.arch import get_space
+    from hwnas.cli.progress import TrainLine
+
+    space = get_space(args.space, **_options(args.space_option, "--space-option"))
+    defaults = Schedule()
+    schedule = Schedule(epochs=args.epochs, batch_size=args.batch_size or defaults.batch_size,
+                        lr=args.lr or defaults.lr, seed=args.seed)
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise InvalidConfigError(f"--out must name a .safetensors file, got {args.out}")
+    line = TrainLine()
+    print(f"training the {space.name} supernet on {args.data} for {args.epochs} epoch(s) (sandwich rule, in-place "
+          f"distillation); checkpoint {checkpoint_path(out)} after every epoch", file=sys.stderr)
+    try:
+        header = train_supernet(space, args.data, out=out, schedule=schedule, resume=args.resume, device=args.device,
+                                progress=line, threads=args.threads)
+    except KeyboardInterrupt:
+        line.close()
+        print(f"hwnas: interrupted; continue with --resume (from {checkpoint_path(out)})", file=sys.stderr)
+        return 130
+    line.close()
+    last = header["history"][-1] if header["history"] else {}
+    ran = header.get("train_s_this_run")
+    print(f"supernet: {out} ({header['epochs_done']} epochs on {header['data_spec']}, "
+          + ("trained before: nothing to do" if header.get("cached") else f"{ran:.0f} s in this run")
+          + f"); held-out top-1: largest {last.get('largest_acc', float('nan')):.2f} %, "
+          f"smallest {last.get('smallest_acc', float('nan')):.2f} %")
+    print(f"use it with: hwnas search --space {space.name} --accuracy supernet:{out} ...")
+    return 0
+
+
 def cmd_bench_cost_models(args) -> int:
     from hwnas.cli import bench
 
@@ -505,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile one candidate, cost it, and write a deployable bundle")
     p.add_argument("--space", help="architecture space (default mbv2 unless --onnx)")
     p.add_argument("--genome", help="JSON list of ints (default: a genome sampled with --seed)")
+    p.add_argument("--space-option", action="append", metavar="KEY=VALUE", help="space option, e.g. resolutions=[32]")
+    p.add_argument("--supernet", metavar="NET.safetensors",
+                   help="compile the subnet with the weights of this trained supernet (its space unless --space); "
+                        "the manifest records the compiled artifact's test accuracy")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="with --supernet: train the subnet alone for this many epochs first (default 0)")
     p.add_argument("--onnx", help="your own ONNX model instead of a space: only the hardware is searched")
     p.add_argument("--target", default="cpu", help="target (default cpu); see `hwnas targets`")
     p.add_argument("--hw", help="JSON object of hardware knobs; missing knobs take their defaults")
@@ -544,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
     p.add_argument("--accuracy", default="proxy",
-                   help="table[:dataset], train[:data.npz] or proxy[:synflow|naswot] (default proxy)")
+                   help="supernet:NET.safetensors (see `hwnas supernet train`), table[:dataset], train[:data.npz] or "
+                        "proxy[:synflow|naswot] (default proxy)")
     p.add_argument("--accuracy-option", action="append", metavar="KEY=VALUE", help="e.g. max_steps=50")
     p.add_argument("--cost", help="cost method (default: each target's first)")
     p.add_argument("--ladder", metavar="METHOD",
@@ -566,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=4, help="two-stage: architectures whose hardware is searched")
     p.add_argument("--plugin", action="append", help="module or .py file to import first (registers targets)")
     p.add_argument("--artifacts", type=int, default=3, help="compile bundles for this many front points (default 3)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="--accuracy supernet:NET: train each bundled subnet alone this many epochs first (default 0)")
     p.add_argument("--out", required=True, help="run folder (results.db, pareto.csv/png, report.html, artifacts/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=cmd_search)
@@ -608,6 +681,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", required=True, help="CSV with the column arch")
     p.add_argument("--out", required=True, help="CSV to write: arch,latency_ms")
     p.set_defaults(func=cmd_predictor_predict)
+
+    p = sub.add_parser("supernet", help="weight-sharing supernets: train once, rank subnets in seconds")
+    ssub = p.add_subparsers(dest="supernet_command", required=True, parser_class=_Parser)
+    p = ssub.add_parser("train", help="train a space's supernet on your data (sandwich rule, in-place distillation)")
+    p.add_argument("--space", default="mbv2", help="architecture space (default mbv2)")
+    p.add_argument("--space-option", action="append", metavar="KEY=VALUE",
+                   help="space option, e.g. resolutions=[32] (a search with this supernet must use the same)")
+    p.add_argument("--data", default="digits",
+                   help="digits (default), PATH.npz, cifar10:DIR, cifar100:DIR or imagefolder:DIR")
+    p.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when torch sees one, else cpu")
+    p.add_argument("--threads", type=int, help="torch threads (default: one per core; 1 is faster on a busy machine)")
+    p.add_argument("--out", required=True, help="the supernet file to write (.safetensors)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last epoch's checkpoint; a finished --out with these settings returns at once")
+    p.set_defaults(func=cmd_supernet_train)
 
     p = sub.add_parser("bench", help="benchmarks run through hwnas itself")
     bsub = p.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)

@@ -74,3 +74,28 @@ class Counter(StatusLine):
         bar = "#" * int(24 * done / max(total, 1))
         line = f"{self.label}  [{bar:<24}] {done}/{total}  ETA {int(left // 60)}m{int(left % 60):02d}s"
         self.show(line, now, edge=done in (1, total))
+
+
+class TrainLine(StatusLine):
+    """A supernet training's status: epoch and step bar, loss, throughput, held-out accuracy of the largest
+    and smallest subnets (after each epoch), ETA."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__(stream)
+        self.accs = "largest - / smallest -"
+
+    def __call__(self, info: dict) -> None:
+        now = time.monotonic()
+        if info.get("epoch_done"):
+            self.accs = f"largest {info['largest_acc']:.1f} % / smallest {info['smallest_acc']:.1f} %"
+            self.show(f"epoch {info['epoch']}/{info['epochs']} done: held-out {self.accs}", now, edge=True)
+            if self.tty:
+                self.stream.write("\n")
+            return
+        done = (info["epoch"] - 1) * info["steps"] + info["step"]
+        total = info["epochs"] * info["steps"]
+        bar = "#" * int(24 * done / max(total, 1))
+        line = (f"epoch {info['epoch']}/{info['epochs']} [{bar:<24}] step {info['step']}/{info['steps']}  "
+                f"loss {info['loss']:.3f} (distill {info['distill_loss']:.3f})  {info['images_per_s']:.0f} img/s  "
+                f"{self.accs}")
+        self.show(line, now, edge=done == 1)

@@ -403,17 +403,36 @@ a: activation bits; sym/asym: the weight grid.</p>
 """)
 
 
-def emit_artifacts(out_dir: Path, config: SearchConfig, front: list[Point], *, limit: int) -> dict[str, list[str]]:
-    """Compile and write bundles of the first ``limit`` front points, for targets that compile."""
+def emit_artifacts(out_dir: Path, config: SearchConfig, front: list[Point], *, limit: int,
+                   finetune_epochs: int = 0) -> dict[str, list[str]]:
+    """Compile and write bundles of the first ``limit`` front points, for targets that compile. With
+    ``--accuracy supernet:NET``, each bundle holds the subnet's trained weights (fine-tuned alone for
+    ``finetune_epochs`` first) and its manifest the compiled artifact's measured accuracy."""
     from hwnas.arch import get_space
-    from hwnas.pipeline.artifacts import write_bundle
+    from hwnas.pipeline.artifacts import Trained, write_bundle
     from hwnas.pipeline.evaluate import Candidate, evaluate
     from hwnas.targets import get_target
 
     made: dict[str, list[str]] = {}
     space = get_space(config.space, **config.space_options) if config.space else None
     targets = [get_target(t) for t in config.targets]
+    supernet = None
+    if space is not None and config.accuracy.split(":", 1)[0] == "supernet":
+        from hwnas.accuracy.supernet import SupernetAccuracy
+
+        supernet = SupernetAccuracy(**{"path": config.accuracy.split(":", 1)[1], **config.accuracy_options}) \
+            if ":" in config.accuracy else SupernetAccuracy(**config.accuracy_options)
+    elif finetune_epochs:
+        raise InvalidConfigError("--finetune-epochs fine-tunes the subnets of --accuracy supernet:NET.safetensors")
     for p in front[:limit]:
+        trained = None
+        if supernet is not None:
+            from hwnas.accuracy.data import to_input
+            from hwnas.accuracy.supernet import trained_subnet
+
+            _, model, data, origin = trained_subnet(supernet.path, space, p.genome, finetune_epochs=finetune_epochs)
+            trained = Trained(model=model, data=data, origin=origin)
+            calibration = to_input(data.x_train[:supernet.calibration_images], space.input_shape(p.genome)).numpy()
         for target, hw in zip(targets, p.hws):
             if not target.compiles:
                 continue
@@ -422,13 +441,16 @@ def emit_artifacts(out_dir: Path, config: SearchConfig, front: list[Point], *, l
             if (folder / "manifest.json").is_file():
                 made.setdefault(p.key, []).append(rel)
                 continue
-            cand = Candidate.from_space(space, p.genome, hw) if space else Candidate.from_onnx(config.onnx, hw)
+            cand = Candidate.from_space(space, p.genome, hw, weights=trained.model.state_dict() if trained else None) \
+                if space else Candidate.from_onnx(config.onnx, hw)
             try:
                 if config.repeats is not None and target.measure_options is not None:
                     target.set_measure_options(repeats=config.repeats)
+                if trained is not None:
+                    target.calibrate_with(calibration)
                 with tempfile.TemporaryDirectory(prefix="hwnas-artifact-") as work:  # the export, until bundled
                     ev = evaluate(cand, target, cost=config.cost, workdir=work)
-                    write_bundle(ev, folder, overwrite=True)
+                    write_bundle(ev, folder, overwrite=True, trained=trained)
                 made.setdefault(p.key, []).append(rel)
             except HwnasError as exc:
                 log.warning("artifact of %s on %s failed: %s", p.key, target.spec, exc)
@@ -443,7 +465,8 @@ def existing_artifacts(out_dir: Path, front: list[Point]) -> dict[str, list[str]
     return made
 
 
-def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = True) -> dict[str, Any]:
+def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = True,
+                 finetune_epochs: int = 0) -> dict[str, Any]:
     """Rebuild the report files of the search in ``out_dir`` from its store: ``csv``, ``plot``, ``html``,
     and for a multi-target search ``transfer`` (transfer.csv; its cells, as :func:`transfer_table` returns
     them, in ``transfer_table``; ``transfer=False`` leaves it out)."""
@@ -453,7 +476,7 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = Tr
     config, points, objectives, checks = load_run(out_dir)
     front = pareto_front(points, objectives, checks)
     space = get_space(config.space, **config.space_options) if config.space else None
-    made = emit_artifacts(out_dir, config, front, limit=artifacts) if artifacts else {}
+    made = emit_artifacts(out_dir, config, front, limit=artifacts, finetune_epochs=finetune_epochs) if artifacts else {}
     for key, paths in existing_artifacts(out_dir, front).items():
         made.setdefault(key, [])
         made[key] = sorted(set(made[key]) | set(paths))

@@ -6,6 +6,7 @@ when complete, so a folder at the requested path is always a whole bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -21,7 +22,7 @@ import hwnas
 from hwnas.errors import ArtifactError
 from hwnas.metrics import overflows
 from hwnas.pipeline.evaluate import Evaluation
-from hwnas.util import file_sha256
+from hwnas.util import file_sha256, filtered_native_stderr
 
 MANIFEST = "manifest.json"
 
@@ -31,6 +32,7 @@ RUN_PY = '''\
 
     python run.py                  # a seeded random input; prints the output summary
     python run.py input.npy -o out.npy
+    python run.py --eval data.npz  # top-1 % on x_test, y_test (raw images, preprocessed as the manifest says)
 """
 import argparse
 import json
@@ -51,6 +53,8 @@ from tvm import relax  # noqa: E402
 parser = argparse.ArgumentParser(description="run the compiled model once")
 parser.add_argument("inputs", nargs="*", help="one .npy file per model input, in manifest order")
 parser.add_argument("-o", "--output", help="write the first output to this .npy file")
+parser.add_argument("--eval", metavar="DATA.npz",
+                    help="top-1 %% on the arrays x_test, y_test of DATA.npz (raw images; needs a trained bundle)")
 args = parser.parse_args()
 
 specs = manifest["inputs"]
@@ -66,6 +70,86 @@ for i, spec in enumerate(specs):
     else:
         a = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
     arrays.append(a)
+
+
+def _resize_axis(x, axis, size):
+    """Bilinear resampling of one axis as torch's interpolate(align_corners=False, no antialias)."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    src = (np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w1 = (src - i0).astype(np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w1 = w1.reshape(shape)
+    return np.take(x, i0, axis=axis) * (1 - w1) + np.take(x, i1, axis=axis) * w1
+
+
+def preprocess(x, prep, input_shape):
+    """Raw images (N, C, H, W) or (N, H, W) -> network inputs (N, *input_shape[1:]) float32, as the manifest's
+    ``preprocessing`` says: normalise per channel, resize (bilinear), replicate channels."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[:, None]
+    norm = prep["normalise"]
+    mean = np.asarray(norm["mean"], dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], dtype=np.float64).reshape(1, -1, 1, 1)
+    x = ((x - mean) / std).astype(np.float32)
+    height, width = input_shape[2], input_shape[3]
+    x = _resize_axis(_resize_axis(x, 2, height), 3, width)
+    if x.shape[1] != input_shape[1]:
+        x = np.repeat(x, input_shape[1] // x.shape[1], axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_vm():
+    dev = tvm.device(runtime["device"], 0)
+    # the runtime logs one line per memory scope while loading: keep stderr for real messages
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    try:
+        lib = tvm.runtime.load_module(str(here / runtime["library"]))
+    finally:
+        os.dup2(saved_stderr, 2)
+    return relax.VirtualMachine(lib, dev), dev
+
+
+def predict(vm, dev, x):
+    """Logits of one float input (1, C, H, W), through the integer input/output of a quantized bundle."""
+    quant = runtime.get("quantization")
+    if quant and quant.get("input_scale") is not None and quant.get("activation_bits") is not None:
+        levels = 2 ** (quant["activation_bits"] - 1)
+        dtype = "int8" if quant["activation_bits"] <= 8 else "int16"
+        x = np.clip(np.round(x.astype(np.float64) / quant["input_scale"]), -levels, levels - 1).astype(dtype)
+    y = vm["main"](tvm.runtime.tensor(x, dev))
+    y = (list(y) if isinstance(y, (list, tuple)) or type(y).__name__ == "Array" else [y])[0].numpy()
+    if quant and quant.get("output_scale") is not None:
+        y = y.astype(np.float32) * quant["output_scale"]
+    return y
+
+
+if args.eval:
+    if "preprocessing" not in manifest:
+        sys.exit("run.py: this bundle records no preprocessing (it was not built from trained weights)")
+    try:
+        with np.load(args.eval, allow_pickle=False) as data:
+            x_raw, y_true = data["x_test"], data["y_test"]
+    except (OSError, KeyError, ValueError) as exc:
+        sys.exit(f"run.py: cannot read x_test and y_test from {args.eval}: {exc}")
+    spec = specs[0]
+    x = preprocess(x_raw, manifest["preprocessing"], spec["shape"])
+    if len(x) != len(y_true) or len(x) == 0:
+        sys.exit(f"run.py: {args.eval} has {len(x)} images and {len(y_true)} labels")
+    vm, dev = load_vm()
+    classes = manifest["accuracy"]["classes"]
+    pred = np.array([int(predict(vm, dev, x[i:i + 1])[0, :classes].argmax()) for i in range(len(x))])
+    print(f"top-1 {100.0 * float((pred == np.asarray(y_true)).mean()):.2f} % on {len(x)} images of {args.eval} "
+          f"(manifest: {manifest['accuracy']['top1']:.2f} % on its test split)")
+    sys.exit(0)
 
 dev = tvm.device(runtime["device"], 0)
 # the runtime logs one line per memory scope while loading: keep stderr for real messages
@@ -116,8 +200,24 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise ArtifactError(f"output folder {parent} is not writable")
 
 
-def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the bundle of ``evaluation`` to ``out_dir``; return the manifest path."""
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """The trained network a bundle is compiled from: the torch module (float, eval mode), the data it was
+    trained on (its held-out split is the test split) and where the weights came from (JSON-able)."""
+
+    model: Any
+    data: Any
+    origin: dict[str, Any]
+
+
+def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool = False,
+                 trained: Trained | None = None) -> Path:
+    """Write the bundle of ``evaluation`` to ``out_dir``; return the manifest path.
+
+    With ``trained`` (the network compiled holds its weights), the manifest records the input preprocessing
+    and the ``accuracy`` measured by running the compiled library (TVM runtime) over the test split, with its
+    agreement with the torch network; the raw test split goes along as ``test_split.npz`` when it is small,
+    so ``python run.py --eval test_split.npz`` repeats the measurement."""
     out = Path(out_dir).resolve()
     if evaluation.onnx_path is None:
         raise ArtifactError("this evaluation kept no ONNX file to bundle; evaluate it with a workdir")
@@ -136,6 +236,18 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
         (tmp / "run.py").write_text(RUN_PY)
         files["runner"] = tmp / "run.py"
         manifest = _manifest(evaluation, files)
+        if trained is not None:
+            shape = list(evaluation.built.inputs[next(iter(evaluation.built.inputs))][0])
+            manifest["preprocessing"] = trained.data.preprocessing(shape)
+            manifest["training"] = trained.origin
+            manifest["accuracy"] = artifact_accuracy(tmp / files["library"].name, manifest, trained)
+            manifest["metrics"] = {**manifest["metrics"], "accuracy": manifest["accuracy"]["top1"]}
+            raw = trained.data.raw_test()
+            if raw.nbytes <= TEST_SPLIT_MAX_BYTES:
+                np.savez_compressed(tmp / "test_split.npz", x_test=raw, y_test=trained.data.y_test.numpy())
+                files["test_split"] = tmp / "test_split.npz"
+                manifest["files"]["test_split"] = {"path": "test_split.npz",
+                                                   "sha256": file_sha256(files["test_split"])}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -144,6 +256,91 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / MANIFEST
+
+
+#: the raw test split is copied into a trained bundle up to this size
+TEST_SPLIT_MAX_BYTES = 16 << 20
+
+
+def _resize_axis(x, axis, size):
+    """Bilinear resampling of one axis as torch's interpolate(align_corners=False, no antialias)."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    src = (np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w1 = (src - i0).astype(np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w1 = w1.reshape(shape)
+    return np.take(x, i0, axis=axis) * (1 - w1) + np.take(x, i1, axis=axis) * w1
+
+
+def preprocess(x, prep, input_shape):
+    """Raw images (N, C, H, W) or (N, H, W) -> network inputs (N, *input_shape[1:]) float32, as the manifest's
+    ``preprocessing`` says: normalise per channel, resize (bilinear), replicate channels."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[:, None]
+    norm = prep["normalise"]
+    mean = np.asarray(norm["mean"], dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], dtype=np.float64).reshape(1, -1, 1, 1)
+    x = ((x - mean) / std).astype(np.float32)
+    height, width = input_shape[2], input_shape[3]
+    x = _resize_axis(_resize_axis(x, 2, height), 3, width)
+    if x.shape[1] != input_shape[1]:
+        x = np.repeat(x, input_shape[1] // x.shape[1], axis=1)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def artifact_accuracy(library: Path, manifest: dict[str, Any], trained: Trained) -> dict[str, Any]:
+    """Top-1 of the compiled library (loaded as ``run.py`` loads it) over the raw test split preprocessed with
+    numpy as the manifest says, and its agreement with the torch network's predictions."""
+    import torch
+    import tvm
+    from tvm import relax
+
+    from hwnas.accuracy.data import to_input
+    from hwnas.passes.quantize import quantize_input
+
+    runtime = manifest["runtime"]
+    data = trained.data
+    spec = manifest["inputs"][0]
+    k = int(data.num_classes)
+    try:
+        with filtered_native_stderr():  # the runtime logs a line per memory scope while loading
+            lib = tvm.runtime.load_module(str(library))
+        dev = tvm.device(runtime["device"], 0)
+        vm = relax.VirtualMachine(lib, dev)
+    except Exception as exc:  # noqa: BLE001  (no such device here: a CUDA bundle built without a GPU)
+        return {"top1": None, "measured": False, "reason": f"the library cannot run here: {exc}".splitlines()[0],
+                "classes": k}
+    x = preprocess(data.raw_test(), manifest["preprocessing"], spec["shape"])
+    quant = runtime.get("quantization")
+    preds = []
+    for i in range(len(x)):
+        xi = quantize_input(x[i:i + 1], quant["input_scale"], quant["activation_bits"]) if quant else x[i:i + 1]
+        out = vm["main"](tvm.runtime.tensor(xi, dev))
+        out = (list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out])[0].numpy()
+        preds.append(int(out[0, :k].argmax()))
+    preds = np.asarray(preds)
+    y = data.y_test.numpy()
+    model = trained.model.eval()
+    with torch.no_grad():
+        torch_preds = np.concatenate([
+            model(to_input(data.x_test[b:b + 256], spec["shape"]))[:, :k].argmax(1).numpy()
+            for b in range(0, len(y), 256)])
+    return {
+        "top1": round(100.0 * float((preds == y).mean()), 4),
+        "measured": True,
+        "measured_by": "the compiled library (TVM runtime) over the test split, preprocessed as recorded",
+        "split": "test", "images": int(len(y)), "classes": k,
+        "torch_top1": round(100.0 * float((torch_preds == y).mean()), 4),
+        "agreement_with_torch": round(float((preds == torch_preds).mean()), 6),
+        "quantized": bool(quant),
+    }
 
 
 def _manifest(ev: Evaluation, files: dict[str, Path]) -> dict[str, Any]:

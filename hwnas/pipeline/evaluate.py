@@ -36,6 +36,9 @@ class Candidate:
     space: ArchSpace | None = None
     genome: tuple[int, ...] | None = None
     onnx_path: Path | None = None
+    #: trained weights (a ``state_dict`` of ``space.build(genome)``, e.g. a supernet's subnet); None: the
+    #: space's fresh initialisation. Not part of the candidate's key: the network computed is the same graph
+    weights: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.space is None) == (self.onnx_path is None):
@@ -47,8 +50,9 @@ class Candidate:
         object.__setattr__(self, "hw", dict(self.hw))
 
     @classmethod
-    def from_space(cls, space: ArchSpace, genome: Sequence[int], hw: Mapping[str, Any] | None = None) -> Candidate:
-        return cls(hw=hw or {}, space=space, genome=tuple(genome))
+    def from_space(cls, space: ArchSpace, genome: Sequence[int], hw: Mapping[str, Any] | None = None, *,
+                   weights: Mapping[str, Any] | None = None) -> Candidate:
+        return cls(hw=hw or {}, space=space, genome=tuple(genome), weights=weights)
 
     @classmethod
     def from_onnx(cls, path: str | Path, hw: Mapping[str, Any] | None = None) -> Candidate:
@@ -129,6 +133,8 @@ def schedule_candidate(candidate: Candidate, target: Target, hw: dict[str, Any],
         folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
         net = candidate.space.build(candidate.genome)
+        if candidate.weights is not None:
+            net.load_state_dict(candidate.weights, strict=True)
         onnx_path = lower.export_onnx(net, candidate.space.input_shape(candidate.genome), folder / "model.onnx")
     else:
         onnx_path = candidate.onnx_path

@@ -31,6 +31,7 @@ violates one, or that failed to evaluate, is infeasible.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -110,6 +111,15 @@ class Search:
                     f"the {config.formulation} formulation needs accuracy and at least one cost objective")
         self.run_info = self.store.open_run(self.RUN_ID, config.settings(), versions(), resume=resume,
                                        allowed_to_change=RESUMABLE)
+        # the accuracy evaluator's settings (e.g. a supernet's fingerprint) are kept with the run; resuming with
+        # others (a supernet retrained into the same file) would mix two accuracies on one front
+        acc = json.loads(json.dumps(self.evaluator.accuracy.settings() if self.evaluator.accuracy else {}, default=str))
+        recorded = self.store.get("accuracy-settings", self.RUN_ID)
+        if recorded is not None and recorded != acc:
+            changed = sorted(k for k in set(acc) | set(recorded) if acc.get(k) != recorded.get(k))
+            raise InvalidConfigError(f"the run in {self.out_dir} was searched with other accuracy settings "
+                                     f"({', '.join(changed)} changed); use another --out")
+        self.store.put("accuracy-settings", self.RUN_ID, acc)
         #: target -> the reference network's metrics (aggregated objectives divide by them), or None
         self.reference: dict[str, dict[str, float]] | None = None
         if any(t.aggregate for t in [*self.objectives, *(term for term, _ in self.checks)]):

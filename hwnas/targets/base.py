@@ -15,6 +15,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from hwnas.cost.cache import MemoryCache
 from hwnas.errors import InvalidConfigError
 from hwnas.hss import HardwareSpace
@@ -221,6 +223,11 @@ class Target(abc.ABC):
         """A function ``float inputs (N, ...) -> outputs (N, ...)`` computing what the device computes
         for the trained torch ``model`` (targets whose :meth:`deployment_key` is not None)."""
         raise InvalidConfigError(f"target {self.spec} runs the network as trained")
+
+    def calibrate_with(self, batch: np.ndarray) -> None:
+        """Calibrate what this target quantizes on ``batch`` (float inputs ``(N, C, H, W)`` at the network's
+        input shape: training images of the network's own data) instead of its default images; a target
+        that quantizes nothing ignores it."""
 
     def runtime_info(self, built: Built) -> dict[str, Any]:
         """What a loader needs to run the emitted library with the stock TVM runtime

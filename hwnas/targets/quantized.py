@@ -50,8 +50,16 @@ class QuantizedDeployment:
         spec = self.quant_spec(hw)
         if spec is None:
             return []
+        batch = getattr(self, "calibration_data", None)
+        if batch is not None:  # the network's own training images (calibrate_with)
+            return [QuantizeModule(batch, spec=spec), PackWeights()]
         return [QuantizeModule(source=self.calibration_source, count=self.calibration_count, spec=spec),
                 PackWeights()]
+
+    def calibrate_with(self, batch: np.ndarray) -> None:
+        """Calibrate the quantization pass on ``batch`` (training images of the network's data, at its input
+        shape) instead of ``calibration_source``."""
+        self.calibration_data = np.asarray(batch, dtype=np.float32)
 
     def deployment_key(self, hw: dict[str, Any]) -> str | None:
         spec = self.quant_spec(hw)

@@ -39,3 +39,9 @@ def write_npz(path, *, n_train=48, n_test=16, classes=3, size=6, **override):
 def make_npz(tmp_path):
     """``make_npz(name, **override)``: :func:`write_npz` into the test's temporary folder."""
     return lambda name, **override: write_npz(tmp_path / name, **override)
+
+
+@pytest.fixture(scope="package")
+def bands_npz(tmp_path_factory):
+    """A small 8x8, 3-class .npz shared by the package's tests (a tiny network learns it in an epoch)."""
+    return write_npz(tmp_path_factory.mktemp("bands") / "bands.npz", n_train=96, n_test=24, size=8)

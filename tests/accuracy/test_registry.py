@@ -9,8 +9,8 @@ from hwnas.errors import HwnasError, InvalidConfigError
 
 
 def test_registry_lists_builtins_and_answers_unknown_names_with_known_ones():
-    assert {"table", "train", "proxy"} <= set(accuracy_names())
-    with pytest.raises(InvalidConfigError, match=r"unknown accuracy evaluator 'oracle'; known: proxy, table, train"):
+    assert {"table", "train", "proxy", "supernet"} <= set(accuracy_names())
+    with pytest.raises(InvalidConfigError, match=r"unknown accuracy evaluator 'oracle'; known: proxy, supernet, table, train"):
         get_accuracy("oracle")
     with pytest.raises(InvalidConfigError, match=r"has no option 'colour'; options: kind"):
         get_accuracy("proxy", colour="red")
