@@ -146,7 +146,7 @@ def main() -> int:
         "threads": torch.get_num_threads(),
     }
     print()
-    print(f"| space | data | device | epochs | K | Kendall tau | Spearman rho | mean gap (alone - inherited) | "
+    print("| space | data | device | epochs | K | Kendall tau | Spearman rho | mean gap (alone - inherited) | "
           f"supernet train s | K stand-alone s | ratio | s per candidate (inherited) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratio = (f"{result['standalone_train_s'] / super_s:.2f}x" if super_s else "-")
