@@ -147,7 +147,7 @@ def main() -> int:
     }
     print()
     print("| space | data | device | epochs | K | Kendall tau | Spearman rho | mean gap (alone - inherited) | "
-          f"supernet train s | K stand-alone s | ratio | s per candidate (inherited) |")
+          "supernet train s | K stand-alone s | ratio | s per candidate (inherited) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ratio = (f"{result['standalone_train_s'] / super_s:.2f}x" if super_s else "-")
     print(f"| {args.space} {json.dumps(options)} | {args.data} | {device} | {args.epochs} | {len(rows)} | "
