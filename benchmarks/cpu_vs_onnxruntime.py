@@ -59,9 +59,9 @@ import torch  # noqa: E402
 
 from hwnas.arch import get_space  # noqa: E402
 from hwnas.pipeline.evaluate import Candidate, compile_candidate, evaluate  # noqa: E402
+from hwnas.pipeline.tune import sampler as block_of  # noqa: E402  (one sample lasts tune.MIN_SAMPLE_S, 20 ms)
 from hwnas.targets import get_target  # noqa: E402
 
-MIN_SAMPLE_S = 0.020
 #: rounds the samples of each runtime are spread over (see ``in_rounds``)
 ROUNDS = 3
 
@@ -107,23 +107,6 @@ def uses_winograd(built) -> bool:
     from hwnas.targets.cpu.winograd import CONV2D_NCHWC_WINOGRAD
 
     return any(CONV2D_NCHWC_WINOGRAD in gv.name_hint for gv, _ in built.module.functions_items())
-
-
-def block_of(fn):
-    """``fn`` repeated enough times for one sample to last ``MIN_SAMPLE_S`` (after a warm-up)."""
-    for _ in range(3):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    number = max(1, int(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-6)))
-
-    def sample() -> float:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        return (time.perf_counter() - t0) / number * 1e3
-
-    return sample
 
 
 def in_rounds(runtimes: dict[str, object]) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import json
 import os
 import re
 import sys
@@ -69,3 +70,13 @@ def error_line(exc: BaseException, *, with_type: bool = False) -> str:
     if with_type or not text:
         return f"{type(exc).__name__}: {text}".rstrip(": ")
     return text
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as JSON to ``path`` through a temporary file beside it (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+    return path

@@ -32,6 +32,7 @@ import numpy as np
 
 from hwnas.cost.ensemble import fit_xgb
 from hwnas.errors import InvalidConfigError
+from hwnas.util import write_json_atomic
 
 FORMAT = "hwnas-kernel-predictor/1"
 #: kernels of a kind needed for a model of its own (fewer: the model of all kernels predicts them)
@@ -150,13 +151,7 @@ class KernelPredictor:
                 "overhead": self.overhead, "metadata": self.metadata}
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> KernelPredictor:

@@ -22,6 +22,7 @@ import numpy as np
 from hwnas.cost.ensemble import BootstrapEnsemble, fit_xgb
 from hwnas.errors import InvalidConfigError
 from hwnas.ir.workloads import Workload
+from hwnas.util import write_json_atomic
 
 
 #: kernel kinds summarised separately in the features
@@ -143,12 +144,7 @@ class LatencyPredictor:
                 "sigma": list(map(float, self.sigma)), "metadata": self.metadata, "models": self.ensemble.members}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        tmp.replace(path)
-        return path
+        return write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -72,37 +73,7 @@ for i, spec in enumerate(specs):
     arrays.append(a)
 
 
-def _resize_axis(x, axis, size):
-    """Bilinear resampling of one axis as torch's interpolate(align_corners=False, no antialias)."""
-    n = x.shape[axis]
-    if n == size:
-        return x
-    src = (np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5
-    src = np.maximum(src, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w1 = (src - i0).astype(np.float32)
-    shape = [1] * x.ndim
-    shape[axis] = size
-    w1 = w1.reshape(shape)
-    return np.take(x, i0, axis=axis) * (1 - w1) + np.take(x, i1, axis=axis) * w1
-
-
-def preprocess(x, prep, input_shape):
-    """Raw images (N, C, H, W) or (N, H, W) -> network inputs (N, *input_shape[1:]) float32, as the manifest's
-    ``preprocessing`` says: normalise per channel, resize (bilinear), replicate channels."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 3:
-        x = x[:, None]
-    norm = prep["normalise"]
-    mean = np.asarray(norm["mean"], dtype=np.float64).reshape(1, -1, 1, 1)
-    std = np.asarray(norm["std"], dtype=np.float64).reshape(1, -1, 1, 1)
-    x = ((x - mean) / std).astype(np.float32)
-    height, width = input_shape[2], input_shape[3]
-    x = _resize_axis(_resize_axis(x, 2, height), 3, width)
-    if x.shape[1] != input_shape[1]:
-        x = np.repeat(x, input_shape[1] // x.shape[1], axis=1)
-    return np.ascontiguousarray(x, dtype=np.float32)
+# @PREPROCESS@ (the module's _resize_axis and preprocess, copied in by write_bundle)
 
 
 def load_vm():
@@ -233,7 +204,7 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
             files.update(evaluation.target.emit(evaluation.built, tmp))
         except OSError as exc:
             raise ArtifactError(f"writing the compiled library failed: {exc}") from None
-        (tmp / "run.py").write_text(RUN_PY)
+        (tmp / "run.py").write_text(run_py())
         files["runner"] = tmp / "run.py"
         manifest = _manifest(evaluation, files)
         if trained is not None:
@@ -293,6 +264,14 @@ def preprocess(x, prep, input_shape):
     if x.shape[1] != input_shape[1]:
         x = np.repeat(x, input_shape[1] // x.shape[1], axis=1)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run_py() -> str:
+    """The bundle's ``run.py``: :data:`RUN_PY` with this module's numpy preprocessing copied in, so the bundle and
+    :func:`artifact_accuracy` preprocess with the same code."""
+    source = inspect.getsource(_resize_axis) + "\n\n" + inspect.getsource(preprocess)
+    return RUN_PY.replace("# @PREPROCESS@ (the module's _resize_axis and preprocess, copied in by write_bundle)\n",
+                          source)
 
 
 def artifact_accuracy(library: Path, manifest: dict[str, Any], trained: Trained) -> dict[str, Any]:
