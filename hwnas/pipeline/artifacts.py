@@ -122,16 +122,7 @@ if args.eval:
           f"(manifest: {manifest['accuracy']['top1']:.2f} % on its test split)")
     sys.exit(0)
 
-dev = tvm.device(runtime["device"], 0)
-# the runtime logs one line per memory scope while loading: keep stderr for real messages
-sys.stderr.flush()
-saved_stderr = os.dup(2)
-os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-try:
-    lib = tvm.runtime.load_module(str(here / runtime["library"]))
-finally:
-    os.dup2(saved_stderr, 2)
-vm = relax.VirtualMachine(lib, dev)
+vm, dev = load_vm()
 out = vm["main"](*[tvm.runtime.tensor(a, dev) for a in arrays])
 outs = list(out) if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else [out]
 result = outs[0].numpy()
