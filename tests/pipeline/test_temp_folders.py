@@ -34,12 +34,12 @@ def fresh_tmp(tmp_path, monkeypatch):
     return tmp
 
 
-def test_a_50_point_search_leaves_no_temporary_folder(tmp_path, fresh_tmp):
+def test_a_30_point_search_leaves_no_temporary_folder(tmp_path, fresh_tmp):
     if not (data_dir() / "nb201" / "latency.csv").is_file():
         pytest.skip(f"published data not found in {data_dir()} (set HWNAS_DATA)")
     res = _hwnas(fresh_tmp, "search", "--space", "nb201", "--target", "published:raspi4", "--accuracy", "table",
-                 "--budget", 50, "--pop-size", 10, "--workers", 1, "--out", tmp_path / "run")
-    assert "50 points evaluated" in res.stdout
+                 "--budget", 30, "--pop-size", 10, "--workers", 1, "--out", tmp_path / "run")
+    assert "30 points evaluated" in res.stdout
     assert sorted(os.listdir(fresh_tmp)) == []
 
 

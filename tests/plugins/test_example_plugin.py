@@ -50,10 +50,10 @@ def test_installed_plugin_works_in_targets_compile_and_search(tmp_path):
     assert manifest["target"] == "exdsp:small" and manifest["hw"]["lanes"] == 16
     assert manifest["metrics"]["energy_mj"] > 0
     out = hwnas("search", "--space", "nb201", "--target", "exdsp:large", "--objectives",
-                "accuracy,latency_ms,energy_mj", "--accuracy", "proxy", "--budget", "4", "--pop-size", "2",
+                "accuracy,latency_ms,energy_mj", "--accuracy", "proxy", "--budget", "2", "--pop-size", "2",
                 "--workers", "1", "--artifacts", "0", "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "4 points evaluated" in out.stdout
+    assert "2 points evaluated" in out.stdout
     out = hwnas("compile", "--space", "nb201", "--target", "exdsp:tiny", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip() == (
         "hwnas: error: target exdsp needs a device: exdsp:<small|large>, got 'tiny'")
