@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hwnas.errors import InvalidConfigError
+
 #: native TVM log lines with no information for a user (the VM executable logs
 #: one per memory scope whenever it is saved or loaded)
 _NOISE = re.compile(rb"^\[[\d:]+\] \S+executable\.cc:\d+: Warning: Scope (Saving|Loaded):\s*$")
@@ -80,3 +82,13 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     tmp.write_text(json.dumps(obj))
     tmp.replace(path)
     return path
+
+
+def read_json_file(path: str | os.PathLike, what: str, hint: str):
+    """The JSON in ``path``; a missing or unreadable file is one line naming ``what`` (and, if missing, ``hint``)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InvalidConfigError(f"{what} {path} does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidConfigError(f"{what} {path} is corrupt (not readable JSON): {exc}") from None

@@ -329,6 +329,11 @@ def _transfer_summary(transfer) -> str:
             + _table(rows, ["", "genome"] + [f"on {b}" for b in specs]))
 
 
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+
+
 def cmd_predictor_train(args) -> int:
     from hwnas.arch import get_space
     from hwnas.pipeline import predictor
@@ -346,8 +351,7 @@ def cmd_predictor_train(args) -> int:
                                  f"{', '.join(target.cost_methods)}")
     target.cost_method(target.reference_method)  # e.g. measure without the device: one line, before any work
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     if not out.parent.exists() and str(out.parent) not in ("", "."):
         out.parent.mkdir(parents=True, exist_ok=True)
     candidates = predictor.sample_candidates(space, target, args.samples, args.seed)
@@ -375,8 +379,7 @@ def cmd_predictor_build(args) -> int:
 
     target = get_target(args.target)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     store_path = Path(args.store or out.with_suffix(".kernels.db"))
     store = ResultStore(store_path)
     line = Counter(f"kernels for {target.spec}")
@@ -404,8 +407,7 @@ def cmd_predictor_fewshot(args) -> int:
     from hwnas.cost import fewshot
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InvalidConfigError(f"{out} exists; pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     shots = fewshot.read_shots(args.shots, args.space)
     model = fewshot.fit(args.space, shots, method=args.method, name=args.name)
     if not out.parent.exists() and str(out.parent) not in ("", "."):

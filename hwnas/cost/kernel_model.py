@@ -21,7 +21,6 @@ sampler). Models are XGBoost boosters saved as JSON (no pickle).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import numpy as np
 
 from hwnas.cost.ensemble import fit_xgb
 from hwnas.errors import InvalidConfigError
-from hwnas.util import write_json_atomic
+from hwnas.util import read_json_file, write_json_atomic
 
 FORMAT = "hwnas-kernel-predictor/1"
 #: kernels of a kind needed for a model of its own (fewer: the model of all kernels predicts them)
@@ -170,13 +169,7 @@ def is_kernel_model(path: str | os.PathLike) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str) -> KernelPredictor:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InvalidConfigError(f"kernel predictor {path} does not exist; build one with "
-                                 "`hwnas predictor build`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidConfigError(f"kernel predictor {path} is corrupt: {exc}") from None
+    data = read_json_file(path, "kernel predictor", "build one with `hwnas predictor build`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InvalidConfigError(f"{path} is not an hwnas kernel predictor (format {FORMAT!r})")
     try:

@@ -11,7 +11,6 @@ bar. Training from measured candidates is :mod:`hwnas.pipeline.predictor`.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from hwnas.cost.ensemble import BootstrapEnsemble, fit_xgb
 from hwnas.errors import InvalidConfigError
 from hwnas.ir.workloads import Workload
-from hwnas.util import write_json_atomic
+from hwnas.util import read_json_file, write_json_atomic
 
 
 #: kernel kinds summarised separately in the features
@@ -153,13 +152,7 @@ class LatencyPredictor:
 
 @functools.lru_cache(maxsize=8)
 def _load_predictor(path: str) -> LatencyPredictor:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InvalidConfigError(f"predictor model {path} does not exist; train one with "
-                                 "`hwnas predictor train`") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidConfigError(f"predictor model {path} is not readable JSON: {exc}") from None
+    data = read_json_file(path, "predictor model", "train one with `hwnas predictor train`")
     if not isinstance(data, dict) or data.get("format") != "hwnas-latency-predictor/1":
         raise InvalidConfigError(f"{path} is not an hwnas latency predictor")
     p = LatencyPredictor(data["kind"], data["features"], n_models=data["n_models"], seed=data["seed"],
