@@ -91,4 +91,4 @@ def read_json_file(path: str | os.PathLike, what: str, hint: str):
     except FileNotFoundError:
         raise InvalidConfigError(f"{what} {path} does not exist; {hint}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidConfigError(f"{what} {path} is corrupt (not readable JSON): {exc}") from None
+        raise InvalidConfigError(f"{what} {path} is corrupt JSON or unreadable: {exc}") from None

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from scipy.stats import kendalltau
 from hwnas.arch import fbnet, nb201
 from hwnas.data import require_data_file
 from hwnas.errors import InvalidConfigError, InvalidGenomeError
+from hwnas.util import read_json_file, write_json_atomic
 
 #: the ``format`` field of a saved few-shot model
 FORMAT = "hwnas-fewshot-latency"
@@ -294,18 +294,13 @@ class FewShotModel:
                 "op_scale": OP_SCALE, "shots": [{"arch": a, "latency_ms": ms} for a, ms in self.shots]}
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, space: str | None = None) -> FewShotModel:
         """A saved model; one clear error for a missing, corrupt or foreign file, or one for another space."""
         path = Path(path)
-        if not path.is_file():
-            raise InvalidConfigError(f"few-shot model {path} does not exist; fit one with `hwnas predictor fewshot`")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidConfigError(f"{path} is not a few-shot model: corrupt JSON ({exc})") from None
+        data = read_json_file(path, "few-shot model", "fit one with `hwnas predictor fewshot`")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") or data.get("kind") or "no format field" if isinstance(data, dict) else \
                 type(data).__name__
