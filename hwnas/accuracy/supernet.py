@@ -548,12 +548,14 @@ def trained_subnet(path: str | os.PathLike[str], space: ArchSpace | None, genome
     evaluator.check(space)
     genome = space.validate(genome)
     model, data = evaluator.subnet(space, genome)
+    inherited = None
     if finetune_epochs:
+        inherited = round(100.0 * count_correct(model, data, space.input_shape(genome)) / len(data.y_test), 4)
         # a tenth of the supernet's peak learning rate: the weights are trained already
         train_subnet(model, data, space.input_shape(genome), epochs=finetune_epochs, lr=h["schedule"]["lr"] / 10,
                      seed=h["schedule"]["seed"], bn_images=h["schedule"]["bn_images"])
     origin = {"supernet": str(evaluator.path), "supernet_fingerprint": evaluator.file.fingerprint,
               "data": h["data_spec"], "data_fingerprint": h["data"], "supernet_epochs": h["epochs_done"],
-              "finetune_epochs": finetune_epochs, "batch_norm": f"recalibrated on {h['schedule']['bn_images']} "
-              f"training images"}
+              "finetune_epochs": finetune_epochs, "inherited_top1": inherited,
+              "batch_norm": f"recalibrated on {h['schedule']['bn_images']} training images"}
     return space, model, data, origin

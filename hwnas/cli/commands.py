@@ -162,6 +162,11 @@ def cmd_compile(args) -> int:
                   f"(torch subnet {acc['torch_top1']:.2f} %, equal predictions {100 * acc['agreement_with_torch']:.2f} %)")
         else:
             print(f"accuracy:     not measured ({acc['reason']})")
+        check = json.loads(manifest.read_text()).get("device_check")
+        if check:
+            from hwnas.cli.report import device_check_line
+
+            print(f"device check: {device_check_line(check)}")
     print(f"bundle:       {manifest.parent}  (run: python {manifest.parent / 'run.py'})")
     over = overflows(ev.metrics, target.capacity())  # as the manifest says
     if over:
@@ -282,6 +287,8 @@ def cmd_search(args) -> int:
         print(_table(rows, [t.label for t in search.objectives] + extra + ["architecture"]))
     if files.get("transfer_table") is not None:
         print(_transfer_summary(files["transfer_table"]))
+    for rel, line in files.get("artifact_lines", {}).items():
+        print(f"bundle {rel}: {line}")
     reused = tuned = 0
     not_as_configured: dict[str, int] = {}  # reason -> points whose kernels a schedule rule left unscheduled
     for row in search.store.evaluations(search.RUN_ID):

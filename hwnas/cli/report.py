@@ -334,6 +334,52 @@ def reference_html(objectives: list[Term], reference: dict[str, Any] | None, spa
             f"<table><tr><th>objective</th>{head}</tr>{rows}</table>")
 
 
+def device_check_line(check: dict[str, Any]) -> str:
+    """One line on a bundle's ``device_check``: its device build's predictions against the host's."""
+    if not check.get("ran"):
+        return f"not run ({check.get('reason', 'unknown reason')})"
+    same = sum(a == b for a, b in zip(check["device_predictions"], check["host_predictions"]))
+    verdict = "equal" if check["predictions_equal"] else "DIFFERENT"
+    outputs = "bit-exact outputs" if check.get("outputs_equal") else "outputs differ"
+    return f"{verdict} predictions on {same}/{check['images']} test images ({outputs}) on {check['device']}"
+
+
+def bundle_accuracy_line(manifest: dict[str, Any]) -> str | None:
+    """A trained bundle's accuracy beside the subnet's inherited one (when it was fine-tuned); None for an
+    untrained bundle."""
+    acc = manifest.get("accuracy")
+    if not acc:
+        return None
+    if not acc.get("measured"):
+        return f"accuracy not measured ({acc.get('reason')})"
+    training = manifest.get("training", {})
+    line = f"artifact top-1 {acc['top1']:.2f} %"
+    if training.get("finetune_epochs"):
+        inherited = training.get("inherited_top1")
+        line += (f" after {training['finetune_epochs']} fine-tuning epochs"
+                 + (f" (inherited weights: {inherited:.2f} % in torch)" if inherited is not None else ""))
+    else:
+        line += " with inherited weights"
+    check = manifest.get("device_check")
+    if check:
+        line += f"; device check: {device_check_line(check)}"
+    return line
+
+
+def artifact_lines(out_dir: Path, artifacts: dict[str, list[str]]) -> dict[str, str]:
+    """Bundle folder (relative to ``out_dir``) -> :func:`bundle_accuracy_line` of its manifest."""
+    out: dict[str, str] = {}
+    for rel in (r for rels in artifacts.values() for r in rels):
+        try:
+            manifest = json.loads((Path(out_dir) / rel / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        line = bundle_accuracy_line(manifest)
+        if line:
+            out[rel] = line
+    return out
+
+
 def write_html(path: Path, config: SearchConfig, points: list[Point], front: list[Point], objectives: list[Term],
                artifacts: dict[str, list[str]], space=None, ladder: list[dict[str, Any]] | None = None,
                transfer: dict[str, Any] | None = None, reference: dict[str, Any] | None = None,
@@ -359,12 +405,15 @@ def write_html(path: Path, config: SearchConfig, points: list[Point], front: lis
                        f"<table><tr><th>architecture</th><th>target</th><th>metric</th><th>{e(cheap)}</th>"
                        f"<th>{e(config.ladder)}</th><th>difference</th><th>error</th></tr>{lrows}</table>")
     multi = len(config.targets) > 1
+    accuracy_lines = artifact_lines(path.parent, artifacts)
     n_ok = sum(p.status == "ok" for p in points)
     n_failed = sum(p.status == "failed" for p in points)
     rows = []
     for i, p in enumerate(front):
         desc = space.describe(p.genome) if space is not None and p.genome else ""
-        links = " ".join(f'<a href="{e(a)}/manifest.json">{e(Path(a).name)}</a>' for a in artifacts.get(p.key, []))
+        links = "<br>".join(f'<a href="{e(a)}/manifest.json">{e(Path(a).name)}</a>'
+                            + (f"<br><small>{e(accuracy_lines[a])}</small>" if a in accuracy_lines else "")
+                            for a in artifacts.get(p.key, []))
         cells = "".join(f"<td>{_fmt(p.value(t))}</td>" for t in objectives)
         if multi:
             cells += "".join("<td>" + "<br>".join(f"{e(m)} {_fmt(v)}" for m, v in p.metrics.get(spec, {}).items()
@@ -504,4 +553,5 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = Tr
     reference = ResultStore(out_dir / "results.db").get(REFERENCE_NAMESPACE, REFERENCE_KEY)
     write_html(files["html"], config, points, front, objectives, made, space, ladder, transfer, reference, numerics)
     files["transfer_table"] = transfer
+    files["artifact_lines"] = artifact_lines(out_dir, made)
     return files

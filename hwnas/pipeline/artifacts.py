@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import hwnas
-from hwnas.errors import ArtifactError
+from hwnas.errors import ArtifactError, HwnasError
 from hwnas.metrics import overflows
 from hwnas.pipeline.evaluate import Evaluation
 from hwnas.util import file_sha256, filtered_native_stderr
@@ -204,6 +204,9 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
             manifest["training"] = trained.origin
             manifest["accuracy"] = artifact_accuracy(tmp / files["library"].name, manifest, trained)
             manifest["metrics"] = {**manifest["metrics"], "accuracy": manifest["accuracy"]["top1"]}
+            check = _device_check(evaluation, tmp, manifest, trained)
+            if check is not None:
+                manifest["device_check"] = check
             raw = trained.data.raw_test()
             if raw.nbytes <= TEST_SPLIT_MAX_BYTES:
                 np.savez_compressed(tmp / "test_split.npz", x_test=raw, y_test=trained.data.y_test.numpy())
@@ -222,6 +225,22 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
 
 #: the raw test split is copied into a trained bundle up to this size
 TEST_SPLIT_MAX_BYTES = 16 << 20
+#: test images a device build (e.g. an MCU's C bundle under QEMU) runs against the host reference
+DEVICE_CHECK_IMAGES = 8
+
+
+def _device_check(evaluation: Evaluation, folder: Path, manifest: dict[str, Any],
+                  trained: Trained) -> dict[str, Any] | None:
+    """The target's :meth:`~hwnas.targets.base.Target.device_check` on the first test images; a failing
+    device build is recorded (``ran: false`` and the reason), the bundle is kept."""
+    data = trained.data
+    n = min(DEVICE_CHECK_IMAGES, len(data.y_test))
+    x = preprocess(data.raw_test()[:n], manifest["preprocessing"], manifest["inputs"][0]["shape"])
+    try:
+        return evaluation.target.device_check(evaluation.built, folder, x, data.y_test.numpy()[:n],
+                                              int(data.num_classes))
+    except HwnasError as exc:
+        return {"images": n, "ran": False, "reason": str(exc)}
 
 
 def _resize_axis(x, axis, size):

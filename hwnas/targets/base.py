@@ -209,6 +209,15 @@ class Target(abc.ABC):
         """Write the deployable files into ``out_dir``; return role -> path."""
         raise InvalidConfigError(f"target {self.spec} emits no artifacts")
 
+    def device_check(self, built: Built, out_dir: Path, x: np.ndarray, labels: np.ndarray,
+                     classes: int) -> dict[str, Any] | None:
+        """For a bundle with trained weights whose device build differs from its host library (e.g. a C
+        bundle for a microcontroller): make the device build in ``out_dir`` run the test images ``x``
+        (float, preprocessed to the network's input), run it where it can run and compare its predictions
+        with the host's; the record goes into the manifest as ``device_check``. None: the library the
+        accuracy was measured on is the deployed code."""
+        return None
+
     #: knobs that change what the deployed network computes (e.g. its bit-widths): a search whose accuracy
     #: evaluator cannot run the deployed network holds them at their defaults, or they would look free
     deployment_knobs: tuple[str, ...] = ()

@@ -41,7 +41,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,27 +318,66 @@ class McuTarget(QuantizedDeployment, Target):
         vm = relax.VirtualMachine(self.host_executable(built), tvm.cpu())
         return vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x_q))).numpy()
 
-    def write_c(self, built: McuBuilt, folder: Path, x_q: np.ndarray | None = None) -> dict[str, Path]:
+    def write_c(self, built: McuBuilt, folder: Path, inputs: Sequence[np.ndarray] | None = None) -> dict[str, Path]:
         from hwnas.targets.mcu.bundle import write_bundle
 
-        if x_q is None:
-            x_q = self.reference_input(built)
+        if inputs is None:
+            inputs = [self.reference_input(built)]
         return write_bundle(folder, board=self.board, tvm_c_source=built.c_source, graph=built.graph,
-                            plan=built.plan, workspace_bytes=built.workspace_heap, x_q=x_q)
+                            plan=built.plan, workspace_bytes=built.workspace_heap, inputs=inputs)
+
+    def _write_expected(self, built: McuBuilt, out_dir: Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``expected_output.txt``: the host reference's integer output of each input, one line each."""
+        expected = [self.run_reference(built, x_q).ravel() for x_q in inputs]
+        (out_dir / "expected_output.txt").write_text(
+            "".join("hwnas-output: " + " ".join(str(int(v)) for v in e) + "\n" for e in expected))
+        return expected
 
     def emit(self, built: McuBuilt, out_dir: Path) -> dict[str, Path]:
         out_dir = Path(out_dir)
-        x_q = self.reference_input(built)
-        files = {f"c:{name}": path for name, path in self.write_c(built, out_dir, x_q).items()}
-        expected = self.run_reference(built, x_q)
-        ref = out_dir / "expected_output.txt"
-        ref.write_text("hwnas-output: " + " ".join(str(int(v)) for v in expected.ravel()) + "\n")
-        files["expected_output"] = ref
+        inputs = [self.reference_input(built)]
+        files = {f"c:{name}": path for name, path in self.write_c(built, out_dir, inputs).items()}
+        self._write_expected(built, out_dir, inputs)
+        files["expected_output"] = out_dir / "expected_output.txt"
         lib = out_dir / "model.so"
         with filtered_native_stderr():
             self.host_executable(built).export_library(str(lib))
         files["library"] = lib
         return files
+
+    def device_check(self, built: McuBuilt, out_dir: Path, x: np.ndarray, labels: np.ndarray,
+                     classes: int) -> dict[str, Any]:
+        """The emitted C bundle in ``out_dir`` now holds the test images ``x`` (float, preprocessed): its
+        ``input.h`` and ``expected_output.txt`` (host reference) are rewritten for them; the bundle is built
+        for QEMU's board and run, and its predictions are compared with the host reference's."""
+        from hwnas.passes.quantize import quantize_input
+        from hwnas.targets.mcu import toolchain as mcu_toolchain
+        from hwnas.targets.mcu.bundle import QEMU_MACHINES, input_header
+
+        quant = built.quantization
+        inputs = [quantize_input(x[i:i + 1], quant["input_scale"], quant["activation_bits"]) for i in range(len(x))]
+        (out_dir / "input.h").write_text(input_header(inputs))
+        host = self._write_expected(built, out_dir, inputs)
+        host_pred = [int(np.asarray(h)[:classes].argmax()) for h in host]
+        check: dict[str, Any] = {
+            "images": len(inputs), "labels": [int(v) for v in labels], "host_predictions": host_pred,
+            "device": f"QEMU {QEMU_MACHINES[self.board.core]} ({self.board.core})",
+            "by": "the C bundle (input.h: these test images) built and run on that device, against the host "
+                  "int8 reference (model.so, expected_output.txt)"}
+        missing = mcu_toolchain.missing_tools(qemu=True)
+        if missing:
+            return {**check, "ran": False, "reason": f"missing {', '.join(missing)}: {mcu_toolchain.SETUP_HINT}"}
+        with tempfile.TemporaryDirectory(prefix="hwnas-mcu-check-") as tmp:
+            for f in out_dir.iterdir():
+                if f.suffix in (".c", ".h", ".ld") or f.name == "Makefile":
+                    shutil.copyfile(f, Path(tmp) / f.name)
+            mcu_toolchain.make(Path(tmp), "app.elf")
+            run = mcu_toolchain.run_qemu(Path(tmp), QEMU_MACHINES[self.board.core], self.board.core,
+                                         timeout_s=300.0 * len(inputs))
+        device_pred = [int(np.asarray(o)[:classes].argmax()) for o in run.outputs]
+        return {**check, "ran": True, "device_predictions": device_pred,
+                "predictions_equal": device_pred == host_pred,
+                "outputs_equal": [list(map(int, h)) for h in host] == run.outputs}
 
     def runtime_info(self, built: McuBuilt) -> dict[str, Any]:
         from hwnas.targets.mcu.bundle import QEMU_MACHINES

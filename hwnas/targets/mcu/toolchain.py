@@ -89,6 +89,7 @@ def size(*files: Path) -> Size:
 
 @dataclasses.dataclass(frozen=True)
 class QemuRun:
+    #: the integer output of the first input (the timed inference)
     output: list[int]
     #: SysTick ticks of the inference (reference clock); instructions with ``-icount shift=0``
     ticks: int
@@ -96,6 +97,8 @@ class QemuRun:
     #: ticks of each kernel call, in execution order
     kernel_ticks: list[int]
     stdout: str
+    #: the integer output of every input of ``input.h``, in order
+    outputs: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 def run_qemu(bundle: Path, machine: str, cpu: str, *, timeout_s: float = 300.0) -> QemuRun:
@@ -117,6 +120,8 @@ def run_qemu(bundle: Path, machine: str, cpu: str, *, timeout_s: float = 300.0) 
     ticks = re.search(r"^hwnas-ticks: (\d+)$", out, re.M)
     ws = re.search(r"^hwnas-workspace-peak: (\d+)$", out, re.M)
     kernels = re.search(r"^hwnas-kernel-ticks:([\d ]*)$", out, re.M)
-    return QemuRun(output=[int(v) for v in m.group(1).split()], ticks=int(ticks.group(1)) if ticks else 0,
+    outputs = [[int(v) for v in line.split()] for line in re.findall(r"^hwnas-output:([-\d ]*)$", out, re.M)]
+    return QemuRun(output=outputs[0], ticks=int(ticks.group(1)) if ticks else 0,
                    workspace_peak=int(ws.group(1)) if ws else 0,
-                   kernel_ticks=[int(v) for v in kernels.group(1).split()] if kernels else [], stdout=out)
+                   kernel_ticks=[int(v) for v in kernels.group(1).split()] if kernels else [], stdout=out,
+                   outputs=outputs)
