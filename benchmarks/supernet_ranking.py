@@ -9,7 +9,10 @@ quantiles, the largest and smallest included), scores each with inherited weight
 trains each alone from scratch with the same schedule (same epochs, batch, learning rate, cosine decay, label
 smoothing; labels only) and prints: Kendall tau and Spearman rho between inherited and stand-alone accuracy,
 the mean gap, the supernet's training time against the K stand-alone trainings, and the time per candidate
-evaluation with inherited weights. ``--json`` writes everything.
+evaluation with inherited weights. ``--standalone-seeds S`` trains each stand-alone network S times and
+ranks against the mean; with S >= 2 it also prints the reference's own consistency (Kendall tau between the
+first two seeds' stand-alone accuracies): no ranking can be expected to agree with one stand-alone run more
+than a second stand-alone run does. ``--json`` writes everything.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hwnas.accuracy.data import data_option, image_data  # noqa: E402
 from hwnas.accuracy.supernet import (  # noqa: E402
-    SPLIT_SEED, TEST_FRACTION, Schedule, inherited_accuracy, load_supernet, train_subnet, train_supernet)
+    SPLIT_SEED, TEST_FRACTION, Schedule, count_correct, inherited_accuracy, load_supernet, train_subnet,
+    train_supernet)
 from hwnas.arch import get_space  # noqa: E402
 
 
@@ -80,6 +84,11 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--n", type=int, default=12, help="subnets trained stand-alone (default 12)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--standalone-seeds", type=int, default=1,
+                    help="train each stand-alone network this many times (seeds seed, seed+1, ...); the reference is "
+                         "their mean, and with 2 or more the table adds the reference's own consistency: Kendall "
+                         "tau between the first two seeds' stand-alone accuracies (the ceiling any ranking can "
+                         "reach against one stand-alone run)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     ap.add_argument("--threads", type=int, help="torch threads (default: one per core)")
     ap.add_argument("--supernet", help="an already trained supernet file (its training time is then not measured)")
@@ -119,19 +128,23 @@ def main() -> int:
         inherited = inherited_accuracy(net, g, data, bn_images=schedule.bn_images, seed=schedule.seed, device=device)
         eval_s = time.perf_counter() - t
         t = time.perf_counter()
-        model = space.build(g, seed=args.seed)
-        train_subnet(model, data, space.input_shape(g), epochs=schedule.epochs, lr=schedule.lr,
-                     batch_size=schedule.batch_size, seed=schedule.seed, label_smoothing=schedule.label_smoothing,
-                     weight_decay=schedule.weight_decay, bn_images=schedule.bn_images, device=device)
-        from hwnas.accuracy.supernet import count_correct
-
-        alone = 100.0 * count_correct(model, data, space.input_shape(g)) / len(data.y_test)
-        train_s = time.perf_counter() - t
+        alone_runs = []
+        for k in range(args.standalone_seeds):
+            model = space.build(g, seed=args.seed + k)
+            train_subnet(model, data, space.input_shape(g), epochs=schedule.epochs, lr=schedule.lr,
+                         batch_size=schedule.batch_size, seed=schedule.seed + k,
+                         label_smoothing=schedule.label_smoothing, weight_decay=schedule.weight_decay,
+                         bn_images=schedule.bn_images, device=device)
+            alone_runs.append(100.0 * count_correct(model, data, space.input_shape(g)) / len(data.y_test))
+        alone = float(np.mean(alone_runs))
+        train_s = (time.perf_counter() - t) / args.standalone_seeds  # one training, against the supernet's one
         params = sum(p.numel() for p in model.parameters())
         rows.append({"genome": list(g), "params": params, "inherited": inherited, "standalone": alone,
+                     "standalone_runs": alone_runs,
                      "eval_s": eval_s, "train_s": train_s, "description": space.describe(g)})
         print(f"  {i + 1}/{len(genomes)} {space.describe(g)[:60]}: inherited {inherited:.2f} %, stand-alone "
-              f"{alone:.2f} % ({train_s:.1f} s)", flush=True)
+              f"{alone:.2f} % {'(' + ', '.join(f'{a:.2f}' for a in alone_runs) + ') ' if len(alone_runs) > 1 else ''}"
+              f"({train_s:.1f} s)", flush=True)
 
     inh = [r["inherited"] for r in rows]
     alone = [r["standalone"] for r in rows]
@@ -139,6 +152,10 @@ def main() -> int:
         "space": args.space, "space_options": options, "data": args.data, "device": device,
         "schedule": schedule.__dict__, "n": len(rows), "rows": rows,
         "kendall_tau": kendall_tau(inh, alone), "spearman_rho": spearman(inh, alone),
+        "standalone_seeds": args.standalone_seeds,
+        "standalone_self_tau": (kendall_tau([r["standalone_runs"][0] for r in rows],
+                                            [r["standalone_runs"][1] for r in rows])
+                                if args.standalone_seeds > 1 else None),
         "mean_gap": float(np.mean(np.subtract(alone, inh))),
         "mean_abs_gap": float(np.mean(np.abs(np.subtract(alone, inh)))),
         "supernet_train_s": super_s, "standalone_train_s": float(sum(r["train_s"] for r in rows)),
@@ -146,12 +163,15 @@ def main() -> int:
         "threads": torch.get_num_threads(),
     }
     print()
-    print("| space | data | device | epochs | K | Kendall tau | Spearman rho | mean gap (alone - inherited) | "
-          "supernet train s | K stand-alone s | ratio | s per candidate (inherited) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| space | data | device | epochs | K | stand-alone seeds | Kendall tau | Spearman rho | "
+          "stand-alone seed 1 vs seed 2 tau | mean gap (alone - inherited) | supernet train s | K stand-alone s | "
+          "ratio | s per candidate (inherited) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    self_tau = "-" if result["standalone_self_tau"] is None else f"{result['standalone_self_tau']:.3f}"
     ratio = (f"{result['standalone_train_s'] / super_s:.2f}x" if super_s else "-")
     print(f"| {args.space} {json.dumps(options)} | {args.data} | {device} | {args.epochs} | {len(rows)} | "
-          f"{result['kendall_tau']:.3f} | {result['spearman_rho']:.3f} | {result['mean_gap']:+.2f} points "
+          f"{args.standalone_seeds} | {result['kendall_tau']:.3f} | {result['spearman_rho']:.3f} | {self_tau} | "
+          f"{result['mean_gap']:+.2f} points "
           f"(|gap| {result['mean_abs_gap']:.2f}) | {super_s if super_s is None else round(super_s, 1)} | "
           f"{result['standalone_train_s']:.1f} | {ratio} | {result['eval_s_median']:.2f} |")
     if args.json:
