@@ -144,7 +144,11 @@ def test_fewshot_cli_fits_and_predicts(priors, cli, tmp_path):
     shots = _write(tmp_path / "s.csv", [(NB, 9.5), (NB2, 4.0), (NB3, 3.1), (NB, 10.5)])
     code, out, err = cli("predictor", "fewshot", "--space", "nb201", "--shots", shots, "--out", tmp_path / "d.json")
     assert code == 0, err
-    assert "from 3 shots" in out  # NB measured twice counts once
+    assert "from 3 shots" in out and "blend of ensemble" in out  # NB measured twice counts once
+    # the command offers exactly the module's methods (its parser does not import the module)
+    code, _, err = cli("predictor", "fewshot", "--space", "nb201", "--shots", shots, "--out", tmp_path / "x.json",
+                       "--method", "help-me")
+    assert code == 2 and f"choose from {', '.join(repr(m) for m in fewshot.METHODS)})" in err
     archs = _write(tmp_path / "a.csv", [(NB,), (NB3,)], header=("arch",))
     code, out, err = cli("predictor", "predict", "--model", tmp_path / "d.json", "--archs", archs,
                          "--out", tmp_path / "p.csv")
