@@ -19,7 +19,16 @@ the median over seeds of Kendall tau and Spearman rho against the column.
 The summary gives, per method, the median tau over columns, on how many
 columns it is ahead of the baseline, and its worst margin to the baseline.
 
-    python benchmarks/fewshot_latency.py [--space nb201 fbnet] [--shots 5 10 20 50] [--seeds 5]
+With ``--meta``, two more peers (not methods of the command; about 80 s more):
+
+* ``meta``: a HELP-like meta-learned model (Lee et al., NeurIPS 2021, in a
+  cheaper form): an MLP encoder of the one-hot architecture (to 8 features)
+  trained on the prior devices' tables with one linear head per device, then
+  a new head fitted to the K shots by leave-one-out ridge;
+* ``blend+meta``: ``blend`` with ``meta`` as a fifth part, weighted by its
+  leave-one-out error like the others.
+
+    python benchmarks/fewshot_latency.py [--space nb201 fbnet] [--shots 5 10 20 50] [--seeds 5] [--meta]
 
 Needs the published data (``../shared/data``, see hwnas.data). Pure data, no timing.
 """
@@ -35,6 +44,8 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--space", nargs="+", default=["nb201", "fbnet"])
 parser.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20, 50])
 parser.add_argument("--seeds", type=int, default=5)
+parser.add_argument("--meta", action="store_true", help="add the HELP-like meta-learned peers (trains a torch MLP "
+                                                         "per left-out device, one thread)")
 args = parser.parse_args()
 
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
@@ -42,6 +53,49 @@ from scipy.stats import kendalltau, spearmanr  # noqa: E402
 from hwnas.cost import fewshot  # noqa: E402
 
 GOALS = {10: 0.90, 20: 0.92}
+META_FEATURES = 8
+
+
+def meta_encoder(space: str, genomes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Standardised ``(N, META_FEATURES)`` encoding of ``genomes``, trained to predict every prior column."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x = torch.tensor(fewshot.one_hot(space, genomes), dtype=torch.float32)
+    t = torch.tensor((targets - targets.mean(0)) / targets.std(0), dtype=torch.float32)
+    encoder = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                                  torch.nn.ReLU(), torch.nn.Linear(128, META_FEATURES))
+    heads = torch.nn.Linear(META_FEATURES, t.shape[1])
+    opt = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=3e-3)
+    for _ in range(60 if space == "nb201" else 150):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 1024):
+            batch = order[start:start + 1024]
+            loss = ((heads(encoder(x[batch])) - t[batch]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        h = encoder(x).numpy().astype(float)
+    return (h - h.mean(0)) / (h.std(0) + 1e-9)
+
+
+def meta_fit(h: np.ndarray, y: np.ndarray, rows) -> np.ndarray:
+    """Log ms of ``rows`` from a head fitted to the shots (``h``, ``y``) by leave-one-out ridge."""
+    w = fewshot._loo_ridge(h - h.mean(0), y - y.mean())
+    return y.mean() + (rows - h.mean(0)) @ w
+
+
+def blend_with_meta(inputs: fewshot.Inputs, h: np.ndarray, idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    parts, weights = [], []
+    for part in fewshot.BLEND_OF:
+        weights.append(1 / fewshot.loo_error(lambda train, i: float(fewshot.predict_terms(
+            fewshot.fit_terms(inputs.rows(idx[train]), y[train], part), inputs.rows([idx[i]]))[0]), y))
+        parts.append(fewshot.predict_terms(fewshot.fit_terms(inputs.rows(idx), y, part), inputs))
+    weights.append(1 / fewshot.loo_error(lambda train, i: float(meta_fit(h[idx[train]], y[train], h[idx[i]])), y))
+    parts.append(meta_fit(h[idx], y, h))
+    return sum(w * p for w, p in zip(weights, parts)) / sum(weights)
 
 
 def baseline(log_ms: np.ndarray, prior_cols: list[int], idx: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -61,7 +115,7 @@ def ceiling(inputs: fewshot.Inputs, y: np.ndarray, rng) -> tuple[float, float]:
 
 
 started = time.perf_counter()
-methods = ["baseline", *fewshot.METHODS]
+methods = ["baseline", *fewshot.METHODS, *(["meta", "blend+meta"] if args.meta else [])]
 summary = []
 for space in args.space:
     prior = fewshot.load_prior(space)
@@ -74,12 +128,16 @@ for space in args.space:
         devices = tuple(prior.devices[c] for c in others)
         inputs = prior.inputs(prior.genomes, devices)
         ceil[device] = ceiling(inputs, y, np.random.default_rng(0))
+        h = meta_encoder(space, prior.genomes, prior.log_ms[:, others]) if args.meta else None
         for k in args.shots:
             for seed in range(args.seeds):
                 idx = np.random.default_rng(1000 * seed + k).choice(n, size=k, replace=False)
                 preds = {"baseline": baseline(prior.log_ms, others, idx, y[idx])}
                 for m in fewshot.METHODS:
                     preds[m] = fewshot.predict_terms(fewshot.fit_terms(inputs.rows(idx), y[idx], m), inputs)
+                if args.meta:
+                    preds["meta"] = meta_fit(h[idx], y[idx], h)
+                    preds["blend+meta"] = blend_with_meta(inputs, h, idx, y[idx])
                 for m, p in preds.items():
                     res.setdefault((device, k, m), []).append((kendalltau(p, y)[0], spearmanr(p, y)[0]))
     for k in args.shots:
@@ -103,7 +161,7 @@ for space in args.space:
             row += f"{np.median([t for t, _ in meds[m]]):>8.3f}/{np.median([r for _, r in meds[m]]):.3f}"
         row += f"{np.median([c[0] for c in ceil.values()]):>8.3f}/{np.median([c[1] for c in ceil.values()]):.3f}"
         print(row)
-        for m in fewshot.METHODS:
+        for m in methods[1:]:
             ahead = sum(t > b for (t, _), (b, _) in zip(meds[m], meds["baseline"]))
             worst = min(t - b for (t, _), (b, _) in zip(meds[m], meds["baseline"]))
             summary.append((space, k, m, float(np.median([t for t, _ in meds[m]])), ahead, len(prior.devices),
