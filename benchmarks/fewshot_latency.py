@@ -28,7 +28,16 @@ With ``--meta``, two more peers (not methods of the command; about 80 s more):
 * ``blend+meta``: ``blend`` with ``meta`` as a fifth part, weighted by its
   leave-one-out error like the others.
 
+With ``--ceilings``, a table of what richer models reach per column when
+fitted on half the table (the same split as ``ceiling``): least squares on
+``[z, one-hot]`` in log ms and on ``[prior ms, one-hot]`` in ms, ``mix-cost``, least squares on ``[z, one-hot]`` and every
+pairwise product of the one-hot terms (nb201 only), and gradient-boosted trees
+(XGBoost, 400 trees of depth 6) on ``[z, one-hot]`` and on the one-hot alone,
+with the best per column and the median of those bests: a bound on what any
+few-shot method built on these inputs can be expected to reach.
+
     python benchmarks/fewshot_latency.py [--space nb201 fbnet] [--shots 5 10 20 50] [--seeds 5] [--meta]
+        [--ceilings]
 
 Needs the published data (``../shared/data``, see hwnas.data). Pure data, no timing.
 """
@@ -46,6 +55,8 @@ parser.add_argument("--shots", nargs="+", type=int, default=[5, 10, 20, 50])
 parser.add_argument("--seeds", type=int, default=5)
 parser.add_argument("--meta", action="store_true", help="add the HELP-like meta-learned peers (trains a torch MLP "
                                                          "per left-out device, one thread)")
+parser.add_argument("--ceilings", action="store_true", help="print what richer models reach per column with half "
+                                                             "the table (XGBoost, pairwise terms; minutes)")
 args = parser.parse_args()
 
 from scipy.stats import kendalltau, spearmanr  # noqa: E402
@@ -114,6 +125,33 @@ def ceiling(inputs: fewshot.Inputs, y: np.ndarray, rng) -> tuple[float, float]:
     return max((kendalltau(p, y[test])[0], spearmanr(p, y[test])[0]) for p in fits)
 
 
+def ceilings(space: str, inputs: fewshot.Inputs, y: np.ndarray, rng) -> dict[str, float]:
+    """Kendall tau on the held-out half of richer models fitted on the other half (``--ceilings``)."""
+    import xgboost
+
+    perm = rng.permutation(len(y))
+    train, test = perm[: len(y) // 2], perm[len(y) // 2:]
+    onehot = inputs.x[:, inputs.ms.shape[1]:]
+    out = {}
+
+    def lstsq(x, target=y):
+        x = np.hstack([np.ones((len(y), 1)), x])
+        return x[test] @ np.linalg.lstsq(x[train], target[train], rcond=None)[0]
+
+    out["lin"] = kendalltau(lstsq(inputs.x), y[test])[0]
+    out["lin-ms"] = kendalltau(lstsq(np.hstack([inputs.ms, onehot]), np.exp(y)), y[test])[0]
+    out["mix-cost"] = kendalltau(fewshot.predict_terms(fewshot.fit_terms(inputs.rows(train), y[train], "mix-cost"),
+                                                       inputs.rows(test)), y[test])[0]
+    if space == "nb201":
+        i, j = np.triu_indices(onehot.shape[1], 1)
+        out["lin+pairs"] = kendalltau(lstsq(np.hstack([inputs.x, onehot[:, i] * onehot[:, j]])), y[test])[0]
+    for name, x in (("xgb", inputs.x), ("xgb-arch", onehot)):
+        model = xgboost.XGBRegressor(n_estimators=400, max_depth=6, learning_rate=0.05, n_jobs=1, random_state=0)
+        model.fit(x[train], y[train])
+        out[name] = kendalltau(model.predict(x[test]), y[test])[0]
+    return out
+
+
 started = time.perf_counter()
 methods = ["baseline", *fewshot.METHODS, *(["meta", "blend+meta"] if args.meta else [])]
 summary = []
@@ -122,6 +160,7 @@ for space in args.space:
     n = len(prior.genomes)
     res: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
     ceil: dict[str, tuple[float, float]] = {}
+    rich: dict[str, dict[str, float]] = {}
     for j, device in enumerate(prior.devices):
         y = prior.log_ms[:, j]
         others = [c for c in range(len(prior.devices)) if c != j]
@@ -129,6 +168,8 @@ for space in args.space:
         inputs = prior.inputs(prior.genomes, devices)
         ceil[device] = ceiling(inputs, y, np.random.default_rng(0))
         h = meta_encoder(space, prior.genomes, prior.log_ms[:, others]) if args.meta else None
+        if args.ceilings:
+            rich[device] = ceilings(space, inputs, y, np.random.default_rng(0))
         for k in args.shots:
             for seed in range(args.seeds):
                 idx = np.random.default_rng(1000 * seed + k).choice(n, size=k, replace=False)
@@ -166,6 +207,16 @@ for space in args.space:
             worst = min(t - b for (t, _), (b, _) in zip(meds[m], meds["baseline"]))
             summary.append((space, k, m, float(np.median([t for t, _ in meds[m]])), ahead, len(prior.devices),
                             worst))
+    if rich:
+        names = list(next(iter(rich.values())))
+        print(f"\n{space}: richer models fitted on half the table, Kendall tau on the other half (--ceilings)")
+        head = f"{'device':10s}" + "".join(f"{m:>11s}" for m in names) + f"{'best':>11s}"
+        print(head)
+        print("-" * len(head))
+        for device, taus in rich.items():
+            print(f"{device:10s}" + "".join(f"{taus[m]:>11.3f}" for m in names) + f"{max(taus.values()):>11.3f}")
+        print(f"{'median':10s}" + "".join(f"{np.median([t[m] for t in rich.values()]):>11.3f}" for m in names) +
+              f"{np.median([max(t.values()) for t in rich.values()]):>11.3f}")
 
 print("\ngoal: median Kendall tau >= 0.90 at K = 10, >= 0.92 at K = 20, ahead of the baseline on every column")
 print(f"{'space':6s} {'K':>3s} {'method':9s} {'median tau':>10s} {'ahead of baseline':>18s} "
