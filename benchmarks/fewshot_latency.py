@@ -19,7 +19,7 @@ the median over seeds of Kendall tau and Spearman rho against the column.
 The summary gives, per method, the median tau over columns, on how many
 columns it is ahead of the baseline, and its worst margin to the baseline.
 
-With ``--meta``, two more peers (not methods of the command; about 80 s more):
+With ``--meta``, two more peers (not methods of the command; about a minute more per K):
 
 * ``meta``: a HELP-like meta-learned model (Lee et al., NeurIPS 2021, in a
   cheaper form): an MLP encoder of the one-hot architecture (to 8 features)
@@ -30,11 +30,12 @@ With ``--meta``, two more peers (not methods of the command; about 80 s more):
 
 With ``--ceilings``, a table of what richer models reach per column when
 fitted on half the table (the same split as ``ceiling``): least squares on
-``[z, one-hot]`` in log ms and on ``[prior ms, one-hot]`` in ms, ``mix-cost``, least squares on ``[z, one-hot]`` and every
-pairwise product of the one-hot terms (nb201 only), and gradient-boosted trees
-(XGBoost, 400 trees of depth 6) on ``[z, one-hot]`` and on the one-hot alone,
-with the best per column and the median of those bests: a bound on what any
-few-shot method built on these inputs can be expected to reach.
+``[z, one-hot]`` in log ms and on ``[prior ms, one-hot]`` in ms, ``mix-cost``,
+least squares on ``[z, one-hot]`` and every pairwise product of the one-hot
+terms (nb201 only), and gradient-boosted trees (XGBoost, 400 trees of depth 6)
+on ``[z, one-hot]`` and on the one-hot alone, with the best per column and the
+median of those bests: a bound on what any few-shot method built on these
+inputs can be expected to reach (about 30 s more).
 
     python benchmarks/fewshot_latency.py [--space nb201 fbnet] [--shots 5 10 20 50] [--seeds 5] [--meta]
         [--ceilings]
