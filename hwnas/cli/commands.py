@@ -420,9 +420,8 @@ def cmd_predictor_fewshot(args) -> int:
     if not out.parent.exists() and str(out.parent) not in ("", "."):
         out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
-    top = sorted(zip(model.devices, model.device_weights), key=lambda t: -abs(t[1]))[:3]
     print(f"few-shot model of {args.name} ({args.space}, {args.method}) from {len(shots)} shots saved to {out}; "
-          f"largest prior weights: {', '.join(f'{d} {w:+.2f}' for d, w in top)}")
+          f"{model.summary()}")
     print(f"use it with: hwnas predictor predict --model {out} --archs ARCHS.csv --out PRED.csv, or "
           f"hwnas search --space {args.space} --target published:fewshot --cost fewshot:{out} ...")
     return 0
@@ -679,8 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "architectures (the published devices are the prior)")
     p.add_argument("--space", required=True, choices=("nb201", "fbnet"), help="architecture space of the shots")
     p.add_argument("--shots", required=True, help="CSV with columns arch,latency_ms (at least 3 rows)")
-    p.add_argument("--method", default="ensemble", choices=("nearest", "transfer", "anchored", "ensemble"),
-                   help="how the prior is used (default ensemble; see README)")
+    p.add_argument("--method", default="blend",
+                   choices=("nearest", "transfer", "anchored", "ensemble", "mix", "cost", "mix-cost", "blend"),
+                   help="how the prior and the architecture are used (default blend; see README)")
     p.add_argument("--name", default="fewshot", help="the device's name, recorded in the model")
     p.add_argument("--out", required=True, help="model file to write (JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
