@@ -1,5 +1,5 @@
-"""The default search (``surrogate="ehvi"``): a surrogate over canonical candidates whose acquisition is
-the hypervolume improvement, with a bootstrap ensemble's spread for feasibility and when the mean
+"""The default search (``surrogate="ehvi"``): surrogates over canonical candidates whose acquisition is
+the hypervolume improvement over the space's median network, their spread counting when the mean
 sees no gain.
 
 Each generation:
