@@ -41,8 +41,9 @@ per batch). Nothing depends on the budget, so a run of 200 evaluations is the fi
 of 500. Deterministic for the seed.
 
 What was measured against what (``benchmarks/search_efficiency.py``, nb201, 2 seeds per device;
-see the README): the expected improvement for every pick explores more and finds less within 200
-evaluations, so it is only the fallback; the median over canonical genomes (functions) as the
+see the README): the expected improvement for every pick found less within 200 evaluations with the
+ensemble's spread, and as much as the mean's improvement (within the seeds' spread) with the
+process's, so it is only the fallback; the median over canonical genomes (functions) as the
 reference leaves out the networks between it and the median over genomes, which are on the judged
 front; a pick per batch by the probability of not being dominated, or by the improvement against a
 looser reference (the 90th percentile), finds front functions outside the reference box but costs
