@@ -18,8 +18,8 @@ Each generation:
    fractions; :func:`accuracy_ceiling`): the differences that decide the front, between the best
    networks, are then as large to the model as the collapse of a bad one. On nb201 (raspi4, the
    best fifth of the networks, fitted on 300 random ones) the error of the predicted accuracy is
-   about 0.6 points for the process on the log error, 1.0 for the ensemble on it, 1.2 for the
-   process on the accuracy itself;
+   0.61 points for the process on the log error, 1.02 for the ensemble on it, 1.05 for the
+   process on the accuracy itself (root mean square, 3 draws);
 3. a candidate's acquisition is the hypervolume its mean prediction adds to the front of the
    feasible points evaluated so far, times the share of members that predict it feasible (and,
    once some points failed, the chance that it does not fail);
