@@ -24,7 +24,8 @@ front a run reports). Per run:
   integer sampling, SBX and polynomial mutation rounded to integers, duplicates eliminated), every
   evaluation counted;
 * ``hwnas``: the default :class:`hwnas.search.driver.Search` (``nsga2`` with ``surrogate="ehvi"``:
-  canonical candidates, EHVI acquisition; ``published:<device>`` target, ``table`` accuracy,
+  canonical candidates, hypervolume-improvement acquisition over a Gaussian process for the accuracy
+  and an ensemble for the latency; ``published:<device>`` target, ``table`` accuracy,
   ``workers=0``), whose equivalent candidates cost nothing;
 * ``hwnas-xgb``: the previous default (NSGA-II screened by the XGBoost ensemble), for comparison;
 * ``optuna-tpe``: Optuna's multi-objective TPE sampler; ``optuna-nsga2``: Optuna's NSGA-II sampler;

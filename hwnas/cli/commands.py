@@ -615,9 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint", action="append", metavar="METRIC<=VALUE", help="e.g. latency_ms<=5 (repeatable)")
     p.add_argument("--formulation", default="nsga2", help="nsga2 (default), constrained, scalarized, two-stage, fit-first (MCUNet: narrow to what fits, then NSGA-II), random")
     p.add_argument("--surrogate", default="ehvi",
-                   help="nsga2: ehvi (default: a bootstrap ensemble fitted on the canonical points evaluated so far "
-                        "predicts the whole space, or a large pool around the front, and each batch takes the "
-                        "largest predicted hypervolume improvements), xgb (the ensemble screens NSGA-II's "
+                   help="nsga2: ehvi (default: a Gaussian process (the accuracy) and a bootstrap ensemble (the "
+                        "costs and constraints) fitted on the canonical points evaluated so far predict the whole "
+                        "space, or a large pool around the front, and each batch takes the largest predicted "
+                        "hypervolume improvements over the space's median network), xgb (the ensemble screens NSGA-II's "
                         "offspring) or none (plain NSGA-II)")
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")

@@ -15,8 +15,8 @@ from hwnas.errors import InvalidConfigError
 from hwnas.metrics import canonical
 
 FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", "random")
-#: nsga2's surrogate: ``ehvi`` (the default) chooses each batch by the hypervolume improvement a bootstrap
-#: ensemble predicts over the canonical candidates (see :mod:`hwnas.search.ehvi`); ``xgb`` screens NSGA-II's
+#: nsga2's surrogate: ``ehvi`` (the default) chooses each batch by the hypervolume improvement a Gaussian process
+#: (the accuracy) and a bootstrap ensemble (the costs) predict over the canonical candidates (see :mod:`hwnas.search.ehvi`); ``xgb`` screens NSGA-II's
 #: offspring with the ensemble (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("ehvi", "xgb", "none")
 #: settings a resumed run may change (where evaluations run changes no result)

@@ -111,6 +111,29 @@ def test_hypervolume_improvement_is_the_exact_two_objective_gain():
         np.testing.assert_allclose(got, want, atol=1e-12)
 
 
+def test_expected_improvement_is_the_mean_improvement_over_gaussian_objectives():
+    rng = np.random.default_rng(1)
+    ref = np.array([1.0, 1.0])
+    front = rng.random((5, 2))
+    edges, heights = ehvi.staircase(front, ref)
+    mean, std = rng.random((6, 2)) * 1.2 - 0.1, rng.random((6, 2)) * 0.3 + 0.01
+    draws = mean + std * rng.standard_normal((100_000, 6, 2))
+    want = ehvi.hv_improvement(draws, edges, heights, ref).mean(axis=0)
+    got = ehvi.expected_hv_improvement(mean, std, edges, heights, ref)
+    np.testing.assert_allclose(got, want, rtol=0.03, atol=2e-4)
+    # no spread: the improvement of the mean itself
+    np.testing.assert_allclose(ehvi.expected_hv_improvement(mean, 0 * std, edges, heights, ref),
+                               ehvi.hv_improvement(mean, edges, heights, ref), atol=1e-9)
+
+
+def test_the_reference_is_the_median_over_genomes_and_accuracy_is_learnt_as_log_error():
+    assert ehvi.weighted_median(np.array([3.0, 1.0, 2.0]), np.array([1.0, 1.0, 1.0])) == 2.0
+    # the genomes' median, not the canonical points': one point standing for many genomes pulls it
+    assert ehvi.weighted_median(np.array([3.0, 1.0, 2.0]), np.array([5.0, 1.0, 1.0])) == 3.0
+    assert ehvi.accuracy_ceiling(np.array([93.5, 10.0])) == 100.5
+    assert ehvi.accuracy_ceiling(np.array([0.93, 0.1])) == 1.005
+
+
 def test_batch_takes_the_largest_gains_then_the_optimistic_ones():
     ref = np.array([10.0, 10.0])
     front = np.array([[2.0, 8.0], [5.0, 5.0], [8.0, 2.0]])
@@ -118,10 +141,15 @@ def test_batch_takes_the_largest_gains_then_the_optimistic_ones():
     optimistic = mean.copy()
     optimistic[3] = [2.5, 2.5]
     weight = np.ones(len(mean))
+    std = np.zeros_like(mean)  # no spread: the expected improvement is the mean's
     rng = np.random.default_rng(0)
     # [3,3] gains most, then [1,9] (1 x 1); then no mean gains beside [3,3]'s believed point: [6,6] by its
     # optimistic [2.5,2.5]; then the rest at random ([9.5,9.5] and [5.5,5.5] gain nothing either way)
-    chosen = ehvi.choose_batch(mean, weight, front, ref, 5, optimistic, rng)
+    chosen = ehvi.choose_batch(mean, std, weight, front, ref, 5, optimistic, rng)
     assert chosen[:3] == [4, 1, 3] and sorted(chosen[3:]) == [0, 2]
     weight[4] = 0.0  # predicted infeasible: its gain does not count
-    assert ehvi.choose_batch(mean, weight, front, ref, 1, optimistic, rng) == [1]
+    assert ehvi.choose_batch(mean, std, weight, front, ref, 1, optimistic, rng) == [1]
+    # with a spread, once the means gain nothing the expected improvement decides: [5.5,5.5] with a wide
+    # spread before [6,6] with a narrow one (whatever their optimistic values)
+    std[2], std[3], weight[4] = [2.0, 2.0], [0.1, 0.1], 1.0
+    assert ehvi.choose_batch(mean, std, weight, front, ref, 3, optimistic, rng)[:3] == [4, 1, 2]
