@@ -205,8 +205,10 @@ def write_bundle(evaluation: Evaluation, out_dir: str | Path, *, overwrite: bool
             manifest["accuracy"] = artifact_accuracy(tmp / files["library"].name, manifest, trained)
             manifest["metrics"] = {**manifest["metrics"], "accuracy": manifest["accuracy"]["top1"]}
             check = _device_check(evaluation, tmp, manifest, trained)
-            if check is not None:
+            if check is not None:  # the device build's inputs were rewritten: their sha256 too
                 manifest["device_check"] = check
+                for entry in manifest["files"].values():
+                    entry["sha256"] = file_sha256(tmp / entry["path"])
             raw = trained.data.raw_test()
             if raw.nbytes <= TEST_SPLIT_MAX_BYTES:
                 np.savez_compressed(tmp / "test_split.npz", x_test=raw, y_test=trained.data.y_test.numpy())

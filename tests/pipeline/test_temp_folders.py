@@ -34,6 +34,7 @@ def fresh_tmp(tmp_path, monkeypatch):
     return tmp
 
 
+@pytest.mark.slow  # ~11 s; by default test_a_compiling_search_and_its_artifacts_leave_no_temporary_folder covers it
 def test_a_30_point_search_leaves_no_temporary_folder(tmp_path, fresh_tmp):
     if not (data_dir() / "nb201" / "latency.csv").is_file():
         pytest.skip(f"published data not found in {data_dir()} (set HWNAS_DATA)")

@@ -120,4 +120,7 @@ def test_an_mcu_bundle_fine_tuned_classifies_test_images_under_qemu_as_the_host_
     # the shipped input.h holds those 8 images and expected_output.txt their host outputs
     assert "#define HWNAS_INPUTS 8" in (out / "input.h").read_text()
     assert len((out / "expected_output.txt").read_text().splitlines()) == 8
+    from hwnas.pipeline.artifacts import verify_bundle
+
+    verify_bundle(out)  # the manifest's sha256 are those of the rewritten files
     assert "device check: equal predictions on 8/8 test images (bit-exact outputs)" in capsys.readouterr().out

@@ -93,6 +93,7 @@ def test_a_candidate_past_its_timeout_is_recorded_as_failed(tmp_path):
     assert {r.error for r in s.store.evaluations(Search.RUN_ID)} == {"timed out after 1 s"}
 
 
+@pytest.mark.slow  # ~6 s; by default tests/search/test_canonical.py checks the default search across executors
 def test_worker_processes_give_the_same_results_as_in_process(tmp_path):
     a, _ = run(tmp_path, "local", workers=0, budget=16)
     b, _ = run(tmp_path, "pool", workers=2, budget=16)

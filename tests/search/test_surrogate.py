@@ -130,6 +130,7 @@ def test_surrogate_search_spends_its_budget_once_per_point_and_honours_constrain
     assert any(p.status == "failed" for p in s.all_points())  # mode boom: failed points are there, not trained on
 
 
+@pytest.mark.slow  # ~6 s; by default tests/search/test_canonical.py checks a seeded default search is identical
 def test_surrogate_search_is_reproducible_from_its_seed(tmp_path):
     keys = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
