@@ -91,7 +91,8 @@ def _kill_when_marked(marker: Path, killed: list) -> threading.Thread:
     return t
 
 
-@pytest.mark.parametrize("executor", ["process", pytest.param("dask", marks=pytest.mark.slow)])  # dask: the same retry, ~5 s
+# dask (~5 s) is the same retry through another executor: opt-in
+@pytest.mark.parametrize("executor", ["process", pytest.param("dask", marks=pytest.mark.slow)])
 def test_a_worker_killed_mid_evaluation_is_retried_and_the_store_ends_complete(tmp_path, executor, request):
     marker = tmp_path / "hung.pid"
     cluster = request.getfixturevalue("dask_cluster") if executor == "dask" else None
