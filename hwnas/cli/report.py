@@ -383,7 +383,7 @@ def artifact_lines(out_dir: Path, artifacts: dict[str, list[str]]) -> dict[str, 
 def write_html(path: Path, config: SearchConfig, points: list[Point], front: list[Point], objectives: list[Term],
                artifacts: dict[str, list[str]], space=None, ladder: list[dict[str, Any]] | None = None,
                transfer: dict[str, Any] | None = None, reference: dict[str, Any] | None = None,
-               numerics: dict[str, str] | None = None) -> None:
+               numerics: dict[str, str] | None = None, accuracy_lines: dict[str, str] | None = None) -> None:
     e = html.escape
     numerics = numerics or {}
     ladder_html = ""
@@ -405,7 +405,7 @@ def write_html(path: Path, config: SearchConfig, points: list[Point], front: lis
                        f"<table><tr><th>architecture</th><th>target</th><th>metric</th><th>{e(cheap)}</th>"
                        f"<th>{e(config.ladder)}</th><th>difference</th><th>error</th></tr>{lrows}</table>")
     multi = len(config.targets) > 1
-    accuracy_lines = artifact_lines(path.parent, artifacts)
+    accuracy_lines = artifact_lines(path.parent, artifacts) if accuracy_lines is None else accuracy_lines
     n_ok = sum(p.status == "ok" for p in points)
     n_failed = sum(p.status == "failed" for p in points)
     rows = []
@@ -551,7 +551,8 @@ def write_report(out_dir: str | Path, *, artifacts: int = 0, transfer: bool = Tr
     from hwnas.pipeline.store import ResultStore
 
     reference = ResultStore(out_dir / "results.db").get(REFERENCE_NAMESPACE, REFERENCE_KEY)
-    write_html(files["html"], config, points, front, objectives, made, space, ladder, transfer, reference, numerics)
+    files["artifact_lines"] = artifact_lines(out_dir, made)  # read once: the page and the closing lines
+    write_html(files["html"], config, points, front, objectives, made, space, ladder, transfer, reference, numerics,
+               files["artifact_lines"])
     files["transfer_table"] = transfer
-    files["artifact_lines"] = artifact_lines(out_dir, made)
     return files
