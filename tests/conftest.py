@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -46,6 +48,39 @@ def pytest_configure(config):
     folder = install_example_plugin(root)
     sys.path.insert(0, str(folder))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int):
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist (scripts/test.sh runs two workers), a test marked ``timing`` compares wall-clock
+    measurements and runs alone: it waits for the other worker's test to end (fixture set-up and tear-down
+    included) and holds it back until it is done. A writer-preferring lock over files: every test passes a
+    turnstile; a timing test keeps the turnstile and takes the main lock exclusively, the others share it."""
+    worker = getattr(item.config, "workerinput", None)
+    if worker is None:
+        yield
+        return
+    folder = Path(tempfile.gettempdir()) / f"hwnas-tests-{worker['testrunuid']}"
+    folder.mkdir(exist_ok=True)
+    turnstile, main = folder / "turnstile", folder / "main"
+    if "timing" in item.keywords:
+        with _flock(turnstile, fcntl.LOCK_EX), _flock(main, fcntl.LOCK_EX):
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        with _flock(turnstile, fcntl.LOCK_EX):
+            stack.enter_context(_flock(main, fcntl.LOCK_SH))
+        yield
 
 
 def pytest_collection_modifyitems(config, items):

@@ -54,6 +54,7 @@ class CountingMeasure:
         return measure_kernel(func, tgt, repeats=5)
 
 
+@pytest.mark.timing
 def test_lookup_table_sums_kernels_measures_each_once_and_tracks_the_measurement(cpu, tmp_path):
     cache = MemoryCache()
     ns = cpu.cost_namespace({"num_threads": 2})

@@ -89,6 +89,7 @@ def test_the_helpers_bind_loopback_and_report_the_key(tracker):
     assert all(item["addr"][0] == "127.0.0.1" for item in server_info)
 
 
+@pytest.mark.timing
 def test_remote_measurement_is_real_and_computes_what_onnx_runtime_computes(tracker, tmp_path):
     import onnxruntime as ort
 
