@@ -5,7 +5,8 @@ CPU passes, in the order a CPU target runs them:
 * before legalization and fusion (:func:`cpu_graph_passes`):
   :class:`ConvertLayoutNCHWc` (only for ``layout == "NCHWc"``), then
   ``FoldConstant`` (packs the weights into constants) and
-  ``EliminateCommonSubexpr`` (one layout transform per value);
+  ``EliminateCommonSubexpr`` (one layout transform per value); for every
+  layout, :class:`FastSigmoid` last (sigmoid and SiLU by a vectorizable exp);
 * after fusion (:func:`cpu_schedule_passes`): :class:`TileConv2d`,
   :class:`TileDense`, :class:`ScheduleInjective`.
 
@@ -21,6 +22,7 @@ from typing import Any
 import tvm
 
 from hwnas.targets.cpu.convert_layout_nchwc import ConvertLayoutNCHWc
+from hwnas.targets.cpu.fast_math import FastSigmoid
 from hwnas.targets.cpu.schedule_injective import ScheduleInjective
 from hwnas.targets.cpu.tile_conv2d import LOOP_ORDERS, PARALLEL_AXES, CpuScheduleConfig, TileConv2d
 from hwnas.targets.cpu.tile_dense import TileDense
@@ -30,6 +32,7 @@ __all__ = [
     "PARALLEL_AXES",
     "ConvertLayoutNCHWc",
     "CpuScheduleConfig",
+    "FastSigmoid",
     "ScheduleInjective",
     "TileConv2d",
     "TileDense",
@@ -39,16 +42,17 @@ __all__ = [
 
 
 def cpu_graph_passes(config: Mapping[str, Any]) -> list[tvm.transform.Pass]:
-    """The Relax passes to run before legalization/fusion for a CPU config (empty for NCHW)."""
+    """The Relax passes to run before legalization/fusion for a CPU config."""
     from tvm import relax
 
     cfg = CpuScheduleConfig.from_mapping(config)
     if cfg.layout != "NCHWc":
-        return []
+        return [FastSigmoid()]
     return [
         ConvertLayoutNCHWc(cfg.pack, winograd=cfg.conv_algo == "winograd"),
         relax.transform.FoldConstant(),
         relax.transform.EliminateCommonSubexpr(),
+        FastSigmoid(),
     ]
 
 

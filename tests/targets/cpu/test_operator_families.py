@@ -10,6 +10,7 @@ Winograd, and in the packed layout with direct 3x3 convs.
 """
 
 import numpy as np
+import tvm
 import pytest
 import torch
 from torch import nn
@@ -138,3 +139,27 @@ def test_each_family_matches_onnxruntime(tmp_path, family, layout):
     names = compile_and_compare(make(), size, LAYOUTS[layout], tmp_path)
     if family == "conv3x3_large" and layout == "winograd":
         assert any("winograd" in n for n in names), names
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NCHWc"])
+def test_sigmoid_and_silu_run_without_the_scalar_exp_and_match_onnxruntime_at_extreme_inputs(tmp_path, layout):
+    """FastSigmoid: no ``exp`` intrinsic (one scalar libm call per element) is left in the compiled kernels,
+    and inputs far outside exp's float32 range (+-200 after the conv) still give 0, 1 and x, not NaN."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.SiLU(), nn.Conv2d(16, 16, 1), nn.Sigmoid(),
+                        nn.Conv2d(16, 8, 1)).eval()
+    onnx_path = export_onnx(net, (1, 3, 8, 8), tmp_path / "net.onnx")
+    target = get_target("cpu")
+    hw = target.hardware_space.validate({"layout": layout, "pack": 8, "num_threads": 1})
+    _, built, _ = compile_candidate(Candidate.from_onnx(onnx_path, hw), target, hw, timings={})
+    funcs = {gv.name_hint: f for gv, f in built.module.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert any("fast_sigmoid" in name for name in funcs), sorted(funcs)
+    tir = "\n".join(f.script() for f in funcs.values())
+    assert "T.exp(" not in tir and "T.reinterpret" in tir  # fast_exp builds 2^n from the float's bits
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32") * 100
+    got = runtime.run_vm(built.executable, [x])[0]
+    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
