@@ -1,6 +1,7 @@
 """The command line: listings, a real compile, and one clear line for every bad input."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -139,3 +140,13 @@ def test_bench_cost_models_runs_on_a_microcontroller(cli, tmp_path):
     emulate = next(r for r in result["table"] if r["method"] == "emulate")
     assert emulate["mape_pct"] == 0 and emulate["kendall_tau"] == 1
     assert "judged against emulate" in out
+
+
+def test_tvm_thread_pool_is_sized_to_the_cores_when_hwnas_is_imported():
+    """Unset, TVM_NUM_THREADS makes TVM's pool half the hardware threads (one worker on a 2-core machine), too
+    small for the 2-thread candidates hwnas measures there (2x slower than 1 thread); hwnas sets it first."""
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    code = "import hwnas, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) == len(os.sched_getaffinity(0))
