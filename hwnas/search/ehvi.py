@@ -237,25 +237,27 @@ def propose(search, pool: Pool, rng: np.random.Generator, n: int, ref: np.ndarra
     if len(rows) < 4 or ref is None:
         return candidates[np.sort(rng.choice(len(candidates), n, replace=False))]
     seed = int(rng.integers(2**31))
-    model = SurrogateEnsemble(search.joint.cardinalities, seed=seed, **MODEL)
+    X = [x for x, _ in rows]
     Y = np.array([y for _, y in rows], dtype=float)
-    # an accuracy objective (minimised as -accuracy) is learnt as its log error
+    mean, std = np.empty((len(candidates), Y.shape[1])), np.empty((len(candidates), Y.shape[1]))
+    # an accuracy objective (minimised as -accuracy): a Gaussian process on its log error
     ceilings = {k: accuracy_ceiling(-Y[:, k]) for k, t in enumerate(search.objectives)
                 if t.metric == "accuracy" and t.maximize}
     for k, top in ceilings.items():
-        Y[:, k] = np.log(np.maximum(top + Y[:, k], 1e-12))
-    model.fit([x for x, _ in rows], Y)
-    members = model.predict_members(candidates)  # (n_models, n_candidates, n_obj + n_constraints)
-    for k, top in ceilings.items():
-        members[:, :, k] = np.exp(members[:, :, k]) - top
-    mean, std = members.mean(axis=0), members.std(axis=0)
-    for k, top in ceilings.items():  # the accuracy: a Gaussian process on the log error
-        log_mean, log_std = CategoricalGP(search.joint.cardinalities).fit([x for x, _ in rows], Y[:, k]).predict(
-            candidates)
+        log_mean, log_std = CategoricalGP(search.joint.cardinalities).fit(
+            X, np.log(np.maximum(top + Y[:, k], 1e-12))).predict(candidates)
         mean[:, k] = np.exp(log_mean) - top
         std[:, k] = np.exp(log_mean) * log_std  # to first order
-    weight = (members[:, :, n_obj:] <= 0).all(axis=2).mean(axis=0) if members.shape[2] > n_obj \
-        else np.ones(len(candidates))
+    # the costs and the constraints: the bootstrap ensemble, whose members also vote on feasibility
+    others = [k for k in range(Y.shape[1]) if k not in ceilings]
+    weight = np.ones(len(candidates))
+    if others:
+        model = SurrogateEnsemble(search.joint.cardinalities, seed=seed, **MODEL).fit(X, Y[:, others])
+        members = model.predict_members(candidates)  # (n_models, n_candidates, len(others))
+        mean[:, others], std[:, others] = members.mean(axis=0), members.std(axis=0)
+        constraints = [i for i, k in enumerate(others) if k >= n_obj]
+        if constraints:
+            weight = (members[:, :, constraints] <= 0).all(axis=2).mean(axis=0)
     if any(p.status == "failed" for p in done):  # the chance that a candidate does not fail
         fails = SurrogateEnsemble(search.joint.cardinalities, seed=seed + 1, **{**MODEL, "n_models": 1})
         fails.fit([p.x for p in done], [float(p.status == "failed") for p in done])
