@@ -17,10 +17,17 @@ Stages, as blocks of one PrimFunc ``conv2d_NCHWc_winograd`` (data in
 * ``data_pad``: the zero border (inlined into the next stage);
 * ``wino_V`` ``(T, 16, C)``: the transformed input patch of each 2x2 output
   tile ``T`` (over batch and tile rows and columns) at each of the 16
-  positions, channels innermost;
+  positions, channels innermost. An output of odd height (or width) has
+  ``ceil(H / 2)`` tile rows: the last row of tiles reads zeros below the
+  padded input (the same bounds check as the border), so it needs no copy;
 * ``wino_M`` ``(O/q, T, 16, q)``: the sum over input channels, per position;
 * ``wino_Y``: the output, ``A^T M A`` per tile; fused epilogues (bias,
-  residual, activation) are computed in the same loop.
+  residual, activation) are computed in the same loop. Only the valid
+  outputs are computed: a partial last tile's extra row or column is never
+  written (the loop's 2x2 split carries the bound as a predicate).
+
+For an even output size the stages are those of the whole-tile case, term
+for term (same kernels, same workload keys).
 
 :func:`schedule_winograd` schedules such a function: ``wino_V`` parallel over
 tiles and vectorized along channels; ``wino_M`` register-blocked (16 vector
@@ -28,9 +35,9 @@ accumulators: tiles x output-channel blocks), the reduction split, parallel
 over tile blocks; ``wino_Y`` with the epilogue inlined, parallel over rows,
 vectorized along the channel lanes.
 
-Only float32 convolutions with a 3x3 kernel, stride 1, dilation 1, padding 1
-on every side and even output height and width qualify
-(:func:`qualifies`); the others keep the direct loops.
+Float32 convolutions with a 3x3 kernel, stride 1, dilation 1 and padding 1
+on every side qualify, at any output size (:func:`qualifies`); the others
+keep the direct loops.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ def qualifies(data_shape: Sequence[int], weight_shape: Sequence[int], strides, p
     kh, kw = int(weight_shape[2]), int(weight_shape[3])
     height, width = int(data_shape[2]), int(data_shape[3])
     return ((kh, kw) == (3, 3) and [int(s) for s in strides] == [1, 1] and [int(d) for d in dilation] == [1, 1]
-            and [int(p) for p in padding] == [1, 1, 1, 1] and height % 2 == 0 and width % 2 == 0)
+            and [int(p) for p in padding] == [1, 1, 1, 1] and height >= 1 and width >= 1)
 
 
 def _select(index, values: list) -> tirx.PrimExpr:
@@ -106,11 +113,12 @@ def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
     """The Winograd convolution of packed ``data`` with transformed weights ``u`` (see the module docstring)."""
     n, c_blocks, height, width, c_pack = (int(x) for x in data.shape)
     o_blocks, _, channels, o_pack = (int(x) for x in u.shape)
-    tiles_h, tiles_w = height // 2, width // 2
+    # an odd height or width ends in a half tile: its patch reads zeros past the border, its outputs are cropped
+    tiles_h, tiles_w = (height + 1) // 2, (width + 1) // 2
     per_image = tiles_h * tiles_w
     zero = tirx.const(0, data.dtype)
     padded = te.compute(
-        (n, c_blocks, height + 2, width + 2, c_pack),
+        (n, c_blocks, 2 * tiles_h + 2, 2 * tiles_w + 2, c_pack),
         lambda b, c, y, x, i: tirx.if_then_else(
             tirx.all(y >= 1, y <= height, x >= 1, x <= width), data[b, c, y - 1, x - 1, i], zero),
         name="data_pad",

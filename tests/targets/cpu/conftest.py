@@ -114,6 +114,15 @@ def _relu(conv: nn.Module) -> nn.Module:
     return nn.Sequential(conv, nn.ReLU())
 
 
+def _odd_stages() -> nn.Module:
+    """SqueezeNet's and ResNet's odd map sizes: 3x3 convs (bias, ReLU) at 27x27, then 13x13, then 7x7."""
+    return nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+        nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(),
+    )
+
+
 #: name -> (factory, input shape). Channel counts and sizes are deliberately not
 #: multiples of the tiles.
 NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
@@ -139,6 +148,10 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "pointwise": (lambda: nn.Conv2d(16, 24, 1), (1, 16, 7, 7)),
     # grouped 3x3 (3 groups), padded
     "grouped": (lambda: nn.Conv2d(12, 12, 3, padding=1, groups=3), (1, 12, 6, 6)),
+    # 3x3 convs with odd output sizes: 27x27, 13x13, 7x7 (max-pools between)
+    "odd_stages": (_odd_stages, (1, 8, 27, 27)),
+    # a 3x3 conv whose output is 14 rows by 13 columns
+    "rows14_cols13": (lambda: _relu(nn.Conv2d(12, 20, 3, padding=1)), (1, 12, 14, 13)),
     # two packable 3x3 convs and a residual add
     "residual": (_Residual, (1, 16, 8, 8)),
     # MobileNetV2 inverted residual with folded batch norms and ReLU6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hwnas.targets.cpu.passes import cpu_schedule_passes
@@ -18,15 +19,16 @@ WINOGRAD_CONFIGS = {
 }
 
 
-def test_only_float_3x3_stride1_pad1_convs_with_even_outputs_qualify():
+def test_only_float_3x3_stride1_pad1_convs_qualify_at_any_size():
     ok = dict(strides=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), dtype="float32")
     data, weight = (1, 2, 8, 8, 8), (2, 2, 3, 3, 8, 8)
     assert qualifies(data, weight, **ok)
+    for height, width in [(7, 8), (8, 7), (13, 13), (1, 1)]:  # odd sizes end in a partial tile
+        assert qualifies((1, 2, height, width, 8), weight, **ok)
     assert not qualifies(data, weight, **{**ok, "strides": (2, 2)})
     assert not qualifies(data, weight, **{**ok, "padding": (0, 0, 0, 0)})
     assert not qualifies(data, weight, **{**ok, "dilation": (2, 2)})
     assert not qualifies(data, weight, **{**ok, "dtype": "int32"})
-    assert not qualifies((1, 2, 7, 8, 8), weight, **ok)  # odd height
     assert not qualifies(data, (2, 2, 1, 1, 8, 8), **ok)  # 1x1 kernel
 
 
@@ -47,14 +49,27 @@ def test_numerics_match_onnxruntime(pipeline, config, net, cfg):
     pipeline.check_numerics(net, config(**WINOGRAD_CONFIGS[cfg]))
 
 
+@pytest.mark.parametrize("net,winograd_convs", [("odd_stages", 3), ("rows14_cols13", 1)])
+@pytest.mark.parametrize("cfg", ["pack16", "pack8"])
+def test_odd_output_sizes_take_winograd_with_partial_tiles_and_match_onnxruntime(pipeline, config, net,
+                                                                                   winograd_convs, cfg):
+    # 27x27, 13x13, 7x7 and 14x13 outputs: ceil(H/2) x ceil(W/2) tiles, the last row/column of tiles half cropped
+    mod = pipeline.scheduled(net, config(**WINOGRAD_CONFIGS[cfg]))
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(mod, "TileConv2d")) == winograd_convs
+    out, ref = pipeline.run(net, pipeline.compile(mod))
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
 def test_winograd_without_the_packed_layout_is_one_clear_error(cli, tmp_path):
     code, _, err = cli("compile", "--space", "nb201", "--genome", "[3,3,3,1,3,3]", "--target", "cpu", "--hw",
                        '{"layout": "NCHW", "conv_algo": "winograd"}', "--out", str(tmp_path / "b"))
     assert code == 2 and err.count("\n") == 1 and "conv_algo 'winograd' needs layout 'NCHWc'" in err
 
 
+@pytest.mark.parametrize("net,winograd_convs", [("residual", 2), ("rows14_cols13", 1)])
 def test_cpu_tuned_keeps_the_winograd_schedule_and_matches_onnxruntime(tmp_path, monkeypatch, pipeline,
-                                                                       matches_ort):
+                                                                       matches_ort, net, winograd_convs):
     from hwnas.pipeline.evaluate import Candidate, evaluate
     from hwnas.targets import get_target
 
@@ -62,8 +77,8 @@ def test_cpu_tuned_keeps_the_winograd_schedule_and_matches_onnxruntime(tmp_path,
     cpu = get_target("cpu:tuned")
     cpu.tune_trials = 2
     cpu.set_measure_options(repeats=2)
-    path = pipeline.onnx("residual")
+    path = pipeline.onnx(net)
     ev = evaluate(Candidate.from_onnx(path, {"layout": "NCHWc", "pack": 16, "conv_algo": "winograd",
                                              "num_threads": 1}), cpu)
     matches_ort(ev, path)
-    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(ev.built.module, "TileConv2d")) == 2
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(ev.built.module, "TileConv2d")) == winograd_convs
