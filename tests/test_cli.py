@@ -150,3 +150,28 @@ def test_tvm_thread_pool_is_sized_to_the_cores_when_hwnas_is_imported():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout.split()[-1]) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.slow
+def test_predictor_build_resumes_and_the_bench_judges_it_on_other_networks(cli, tmp_path):
+    """About 6 minutes: a kernel set built, built again on the same store (it keeps what it had), and the
+    kernel predictor judged by the bench on 10 candidates the kernel set was not drawn from."""
+    model = tmp_path / "cpu.json"
+    code, out, err = cli("predictor", "build", "--target", "cpu", "--minutes", "0.7", "--out", model)
+    assert code == 0, err
+    first = json.loads(model.read_text())["metadata"]
+    code, out, err = cli("predictor", "build", "--target", "cpu", "--minutes", "0.5", "--out", model, "--overwrite")
+    assert code == 0, err
+    second = json.loads(model.read_text())["metadata"]
+    assert second["kernels"] > first["kernels"]
+    assert [tuple(map(str, n)) for n in first["networks"]] == [tuple(map(str, n)) for n in second["networks"]][
+        :len(first["networks"])]
+    code, out, err = cli("bench", "cost-models", "--target", "cpu", "--space", "nb201", "--n", "10", "--seed", "5",
+                         "--search-budget", "0", "--kernel-model", model, "--out", tmp_path / "b")
+    assert code == 0, err
+    result = json.loads((tmp_path / "b" / "cost_models.json").read_text())
+    drawn = {json.dumps(n) for n in second["networks"]}
+    assert not any(json.dumps(["nb201", r["genome"]]) in drawn for r in result["rows"])
+    kernel = next(r for r in result["table"] if r["method"] == "predictor-kernel")
+    assert kernel["estimate_s"] > 0 and all(r["kernel_lower_s"] < r["predictor-kernel_s"] for r in result["rows"])
+    assert "per estimate" in out and "noise floor" in out

@@ -394,8 +394,10 @@ def cmd_predictor_build(args) -> int:
 
     def show(state) -> None:
         err = ("held-out error: -" if state["within_10pct"] is None else
-               f"held-out: {100 * state['within_10pct']:.0f} % within +-10 %, MAPE {state['mape_pct']:.1f} %")
-        line.label = f"{state['measured']} kernels timed ({state['resumed']} resumed), pool {state['pool']}; {err}"
+               f"held-out: {100 * state['within_10pct']:.0f} % within +-10 % ({100 * state['time_within_10pct']:.0f} % "
+               f"of their time), MAPE {state['mape_pct']:.1f} %")
+        line.label = (f"{state['measured']} kernels timed ({state['resumed']} resumed), pool {state['pool']}, "
+                      f"{state['whole']} networks whole; {err}")
         line(min(int(time.monotonic() - started), int(60 * args.minutes)), int(60 * args.minutes))
 
     model = kernel_set.build(target, store, minutes=args.minutes, error_target=args.error_target, seed=args.seed,
@@ -404,8 +406,13 @@ def cmd_predictor_build(args) -> int:
     model.save(out)
     h = model.metadata["heldout"]
     print(f"kernel predictor of {target.spec} from {model.metadata['kernels']} kernels saved to {out} (kernel set: "
-          f"{store_path}); held-out kernels ({h['n']}): {100 * h['within_10pct']:.0f} % within +-10 %, "
+          f"{store_path}); held-out kernels ({h['n']}): {100 * h['within_10pct']:.0f} % within +-10 % "
+          f"({100 * h['time_within_10pct']:.0f} % of their time), "
           f"MAPE {h['mape_pct']:.1f} %")
+    for threads, w in model.metadata["whole_networks"].items():
+        print(f"  {threads} thread(s): traffic term fitted on {w['networks']} networks measured whole: "
+              f"{100 * w['sum_rule_within_10pct']:.0f} % within +-10 % by the sum rule alone, "
+              f"{100 * w['fitted_within_10pct']:.0f} % with it")
     print(f"use it with: hwnas search --target {target.spec} --cost predictor:{out} --ladder measure ...")
     return 0
 

@@ -21,9 +21,13 @@ across thousands of candidates. :func:`extract` lists them as
   accelerator literature's names (``N K C P Q R S``, stride, groups, input
   ``H W``); ``None`` otherwise.
 
+* ``schedule``: what the schedule made of the loops (:func:`schedule_summary`).
+
 The iteration domains are those of the blocks, which scheduling does not
 change (splits and reorders act on loops), so the extraction reads a
-scheduled module as well as an unscheduled one.
+scheduled module as well as an unscheduled one; ``workspace_bytes`` and
+``schedule`` are those of the module read (scheduling inlines stages and
+their buffers).
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class Workload:
     reduction: tuple[int, ...]
     dtype: str
     conv: ConvShape | None = None
+    #: what the schedule made of the loops (:func:`schedule_summary`), as ``(name, value)`` pairs
+    schedule: tuple[tuple[str, int], ...] = ()
 
     @property
     def bytes_moved(self) -> int:
@@ -101,6 +107,7 @@ class Workload:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["spatial"], d["reduction"] = list(self.spatial), list(self.reduction)
+        d["schedule"] = dict(self.schedule)
         return d
 
 
@@ -308,8 +315,31 @@ def extract(mod) -> list[Workload]:
             output_bytes=sum(nbytes(s, d) for s, d in rets),
             workspace_bytes=workspace_bytes(func),
             spatial=spatial, reduction=reduction, dtype=dtype, conv=conv,
+            schedule=tuple(schedule_summary(func).items()),
         ))
     return workloads
+
+
+def schedule_summary(func) -> dict[str, int]:
+    """The loops a schedule left in a PrimFunc: how many (``loops``), the largest parallel, vectorized and
+    unrolled extents, the ``auto_unroll`` step asked for, and the blocks (``stages``) left after inlining.
+    An unscheduled function has serial loops only."""
+    summary = {"loops": 0, "parallel": 0, "vector": 0, "unrolled": 0, "auto_unroll": 0, "stages": 0}
+    kinds = {1: "parallel", 2: "vector", 3: "unrolled"}
+    for node in walk(func.body):
+        if getattr(node, "iter_vars", None) is not None and getattr(node, "name_hint", None) not in (None, "root"):
+            summary["stages"] += 1
+        if not hasattr(node, "loop_var"):
+            continue
+        summary["loops"] += 1
+        extent = int(node.extent.value) if hasattr(node.extent, "value") else 0
+        name = kinds.get(int(node.kind))
+        if name is not None:
+            summary[name] = max(summary[name], extent)
+        for key, value in (getattr(node, "annotations", None) or {}).items():
+            if "auto_unroll" in str(key) and hasattr(value, "value"):
+                summary["auto_unroll"] = max(summary["auto_unroll"], int(value.value))
+    return summary
 
 
 def total_macs(workloads) -> int:

@@ -760,7 +760,7 @@ class QuantizeModule:
     """
 
     def __init__(self, calibration: np.ndarray | None = None, *, source: str = "digits", count: int = 16,
-                 seed: int = 0, spec: QuantSpec | None = None) -> None:
+                 seed: int = 0, spec: QuantSpec | None = None, calibrated: bool = True) -> None:
         if calibration is not None:
             batch = np.asarray(calibration, dtype=np.float32)
             if batch.ndim < 2 or len(batch) == 0:
@@ -773,6 +773,9 @@ class QuantizeModule:
                     f"unknown calibration source {source!r}; known: {', '.join(CALIBRATION_SOURCES)}")
         self.source, self.count, self.seed = source, count, seed
         self.spec = spec or QuantSpec()
+        #: False: no calibration, each tensor a seeded range in [1, 32]: the kernels' shapes without their values
+        #: (:func:`hwnas.passes.shape_only.shape_only`)
+        self.calibrated = calibrated
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if quantization_info(mod) is not None:
@@ -794,7 +797,11 @@ class QuantizeModule:
         layer_bits = self.spec.layer_bits(dry.kinds)
         if self.spec.activation_bits is None:
             return _Rewriter(mod, {}, self.spec, layer_bits).run()
-        ranges = calibrate(mod, batch, dry.requested)
+        if not self.calibrated:  # distinct ranges: equal scales would let the rewrite drop a rescale
+            spread = np.random.default_rng(self.seed).uniform(0.0, 5.0, size=len(dry.requested) + 1)
+            ranges = dict(zip([mod["main"].params[0], *dry.requested], np.exp2(spread).tolist()))
+        else:
+            ranges = calibrate(mod, batch, dry.requested)
         return _Rewriter(mod, ranges, self.spec, layer_bits).run()
 
 

@@ -120,9 +120,14 @@ def apply_passes(mod, passes: Sequence, *, tvm_target=None, stage: str):
 
 
 def schedule_candidate(candidate: Candidate, target: Target, hw: dict[str, Any], *, workdir=None,
-                       timings: dict[str, float]):
+                       timings: dict[str, float], shape_only: bool = False):
     """Export (for a space candidate), import and apply the target's passes, without code generation:
     (onnx model, fused and scheduled Relax module, onnx path).
+
+    With ``shape_only``, the graph passes compute no values (:func:`hwnas.passes.shape_only.shape_only`:
+    constants folded to seeded fillers, quantization uncalibrated): the module has the kernels, with
+    the same workload records, but its constants are not the network's (what a kernel-level estimate
+    needs, several times faster).
 
     A space candidate is exported to ``workdir/model.onnx``; the caller owns ``workdir``.
     """
@@ -147,7 +152,12 @@ def schedule_candidate(candidate: Candidate, target: Target, hw: dict[str, Any],
 
     t0 = time.perf_counter()
     tvm_target = target.tvm_target(hw)
-    mod = apply_passes(mod, target.graph_passes(hw), tvm_target=tvm_target, stage="graph")
+    graph_passes = target.graph_passes(hw)
+    if shape_only:
+        from hwnas.passes.shape_only import shape_only as without_values
+
+        graph_passes = without_values(graph_passes)
+    mod = apply_passes(mod, graph_passes, tvm_target=tvm_target, stage="graph")
     mod = apply_passes(mod, [lower.fuse], tvm_target=tvm_target, stage="fusion")
     mod = apply_passes(mod, target.schedule_passes(hw), tvm_target=tvm_target, stage="schedule")
     timings["passes_s"] = time.perf_counter() - t0

@@ -8,7 +8,8 @@
    exported, imported and scheduled by the target's passes, without code
    generation; their kernels (:func:`hwnas.ir.workloads.extract`) not yet
    measured join the pool.
-2. **A random start.** ``initial`` kernels drawn at random from the pool are
+2. **A random start.** ``initial`` kernels drawn at random from the pool
+   (half the probability in proportion to their FLOPs and bytes) are
    compiled alone and timed (:func:`hwnas.ir.runtime.measure_kernel`, as the
    lookup table does) and written to the cache, under the lookup table's
    namespace and record (:func:`hwnas.cost.lut.kernel_entry`).
@@ -16,10 +17,15 @@
    models are fitted on 80 % of the measured kernels and judged on the rest;
    the next ``per_round`` kernels are the pool's kernels nearest (in the
    standardised feature space, same kind) to the held-out kernels predicted
-   worst, so samples go where the error is highest.
+   worst (in milliseconds: the error a network's sum feels), so samples go
+   where the error is highest.
 4. Until the time budget is spent or the held-out share within +-10 %
    reaches ``error_target``; then the model is fitted on every measured
    kernel and saved with the runtime overhead the lookup table measures.
+5. **Whole networks.** Every ``whole_every``-th candidate drawn is also
+   compiled and measured whole; on those networks the predictor's traffic
+   term is fitted (:meth:`~hwnas.cost.kernel_model.KernelPredictor.fit_traffic`:
+   what a network takes beyond the sum of its kernels timed alone).
 
 Every measured kernel is in the cache (a results store file) as soon as it is
 timed: a killed build, started again on the same store, keeps what it had.
@@ -27,6 +33,7 @@ timed: a killed build, started again on the same store, keeps what it had.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -41,6 +48,16 @@ log = logging.getLogger("hwnas.kernel_set")
 
 #: the architecture spaces whose networks the kernels are drawn from
 SPACES = ("mbv2", "fbnet", "nb201")
+#: the store's namespace of the networks (``[space, genome]``) the kernel set was drawn from
+NETWORKS_NAMESPACE = "kernel-set-networks"
+#: the store's namespace of the networks measured whole (every ``whole_every``-th one drawn)
+WHOLE_NAMESPACE = "kernel-set-whole"
+
+
+def source_networks(cache) -> list[tuple[str, list[int]]]:
+    """``(space, genome)`` of every network a kernel set on ``cache`` was drawn from."""
+    return [(str(v[0]), [int(g) for g in v[1]]) for v in cache.values(NETWORKS_NAMESPACE)
+            if isinstance(v, list) and len(v) == 2]
 
 
 def _namespaces(target) -> list[tuple[int, str]]:
@@ -58,8 +75,11 @@ def measured_kernels(target, cache) -> list[dict[str, Any]]:
     return entries
 
 
-def pool_from_candidate(space, target, genome, hw) -> list[dict[str, Any]]:
-    """The kernels of one candidate, scheduled and not compiled: ``{"workload", "func", "hw", "namespace"}``."""
+def pool_from_candidate(space, target, genome, hw, *, whole: bool = False):
+    """The kernels of one candidate, scheduled and not compiled: ``{"workload", "func", "hw", "namespace"}``.
+
+    With ``whole``, the candidate is also compiled and measured whole: ``(kernels, {"records", "hw", "ms"})``.
+    """
     from hwnas.ir.workloads import extract, prim_funcs
     from hwnas.pipeline.evaluate import Candidate, schedule_candidate
 
@@ -67,12 +87,23 @@ def pool_from_candidate(space, target, genome, hw) -> list[dict[str, Any]]:
         _, mod, _ = schedule_candidate(Candidate.from_space(space, genome, hw), target, hw, workdir=tmp, timings={})
     funcs = prim_funcs(mod)
     ns = target.cost_namespace(hw)
-    return [{"workload": w, "func": funcs[w.func], "hw": dict(hw), "namespace": ns}
-            for w in extract(mod) if w.func in funcs]
+    workloads = extract(mod)
+    kernels = [{"workload": w, "func": funcs[w.func], "hw": dict(hw), "namespace": ns}
+               for w in workloads if w.func in funcs]
+    if not whole:
+        return kernels
+    built = target.build(mod, hw)
+    ms = target.cost(built, method=target.reference_method)["latency_ms"]
+    return kernels, {"records": [w.as_dict() for w in workloads], "hw": dict(hw), "ms": float(ms)}
+
+
+def whole_networks(cache) -> list[dict[str, Any]]:
+    """The networks a kernel set measured whole (:data:`WHOLE_NAMESPACE`), for the traffic term."""
+    return [v for v in cache.values(WHOLE_NAMESPACE) if isinstance(v, dict) and {"records", "hw", "ms"} <= set(v)]
 
 
 def build(target, cache, *, minutes: float, error_target: float = 0.95, initial: int = 40, per_round: int = 16,
-          candidates_per_round: int = 2, seed: int = 0, spaces: Sequence[str] = SPACES,
+          candidates_per_round: int = 2, whole_every: int = 2, seed: int = 0, spaces: Sequence[str] = SPACES,
           progress: Callable[[dict[str, Any]], None] | None = None, measure_fn=None):
     """Sample, time and model kernels until ``minutes`` pass or the held-out error target is met;
     returns the fitted :class:`~hwnas.cost.kernel_model.KernelPredictor`."""
@@ -89,21 +120,31 @@ def build(target, cache, *, minutes: float, error_target: float = 0.95, initial:
         raise InvalidConfigError(f"--error-target must be in (0, 1], got {error_target:g}")
     measure_fn = measure_fn or (lambda func, tgt: runtime.measure_kernel(func, tgt))
     deadline = time.monotonic() + 60 * minutes
-    rng = np.random.default_rng(seed)
+    # a resumed build draws other networks than the run before it
+    rng = np.random.default_rng([seed, len(source_networks(cache))])
     hs = target.hardware_space
     space_objs = [get_space(s) for s in spaces]
     known = {(e["hw"].get("num_threads"), e["key"]) for e in measured_kernels(target, cache)}
     pool: list[dict[str, Any]] = []
     state: dict[str, Any] = {"measured": len(known), "pool": 0, "within_10pct": None, "mape_pct": None,
-                             "round": 0, "resumed": len(known)}
+                             "time_within_10pct": None,
+                             "round": 0, "resumed": len(known), "drawn": 0, "whole": len(whole_networks(cache))}
 
     def grow(n_candidates: int) -> None:
         for _ in range(n_candidates):
             space = space_objs[int(rng.integers(len(space_objs)))]
             genome = [int(v) for v in space.sample(rng)]
             hw = hs.sample(rng)
+            # the networks the kernel set is drawn from, kept in the store: a held-out set must avoid them
+            cache.put(NETWORKS_NAMESPACE, json.dumps([space.name, genome]), [space.name, genome])
+            state["drawn"] += 1
+            whole = whole_every > 0 and state["drawn"] % whole_every == 0
             try:
-                kernels = pool_from_candidate(space, target, genome, hw)
+                kernels = pool_from_candidate(space, target, genome, hw, whole=whole)
+                if whole:
+                    kernels, net = kernels
+                    cache.put(WHOLE_NAMESPACE, json.dumps([space.name, genome, hw], sort_keys=True, default=str), net)
+                    state["whole"] += 1
             except Exception as exc:  # a candidate that fails to schedule gives no kernels
                 log.warning("candidate of %s failed to schedule: %s", space.name, exc)
                 continue
@@ -140,7 +181,7 @@ def build(target, cache, *, minutes: float, error_target: float = 0.95, initial:
         if len(pool) < initial:
             grow(candidates_per_round)
         take = min(len(pool), initial - len(known))
-        measure(list(rng.choice(len(pool), size=take, replace=False)) if take else [])
+        measure(_draw(pool, take, rng) if take else [])
     names = None
     while time.monotonic() < deadline:
         kinds, rows, ms = data()
@@ -151,7 +192,7 @@ def build(target, cache, *, minutes: float, error_target: float = 0.95, initial:
         names = sorted(rows[0])
         err = kernel_model.heldout_errors(kinds, rows, ms, feature_names=names, seed=state["round"])
         state.update(round=state["round"] + 1, within_10pct=err["within_10pct"], mape_pct=err["mape_pct"],
-                     by_kind=err["by_kind"])
+                     time_within_10pct=err["time_within_10pct"], by_kind=err["by_kind"])
         if progress:
             progress(dict(state))
         if err["within_10pct"] >= error_target:
@@ -169,19 +210,36 @@ def build(target, cache, *, minutes: float, error_target: float = 0.95, initial:
     model.overhead = {str(t): lut.runtime_overhead(target.tvm_target({"num_threads": t}),
                                                    cache=cache, namespace=ns, num_threads=t)
                       for t, ns in _namespaces(target)}
-    model.metadata = {"target": target.spec, "kernels": len(rows), "heldout": {k: v for k, v in err.items()
-                                                                                  if k not in ("index", "rel_error")},
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spaces": list(spaces)}
+    traffic = model.fit_traffic(whole_networks(cache), hs)
+    heldout = {k: v for k, v in err.items() if k not in ("index", "rel_error", "abs_error")}
+    model.metadata = {"target": target.spec, "kernels": len(rows), "whole_networks": traffic, "heldout": heldout,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "spaces": list(spaces),
+                      "networks": [[sp, g] for sp, g in source_networks(cache)]}
     return model
 
 
+def _work(workload) -> float:
+    """A kernel's size, for sampling: its FLOPs plus 8 per byte it moves."""
+    return float(workload.flops) + 8.0 * float(workload.bytes_moved)
+
+
+def _draw(pool, n: int, rng) -> list[int]:
+    """``n`` pool indices, half of the probability uniform and half in proportion to the kernels' size:
+    the kernels that make most of a network's time are few among many small ones (elementwise, casts,
+    layout transforms), and a uniform draw would time mostly those."""
+    size = np.array([_work(p["workload"]) for p in pool])
+    prob = 0.5 / len(pool) + 0.5 * (size / size.sum() if size.sum() > 0 else 1.0 / len(pool))
+    return [int(i) for i in rng.choice(len(pool), size=n, replace=False, p=prob / prob.sum())]
+
+
 def _nearest_to_worst(pool, kinds, rows, err, names, hs, n: int) -> list[int]:
-    """Indices of the ``n`` pool kernels nearest to the held-out kernels predicted worst (same kind)."""
+    """Indices of the ``n`` pool kernels nearest to the held-out kernels predicted worst (same kind); worst
+    by the absolute error (ms, what a network's sum feels) when ``err`` has it, else the relative one."""
     from hwnas.cost import kernel_model
 
     X = np.array([[r[c] for c in names] for r in rows])
     mu, sd = X.mean(0), np.where(X.std(0) > 0, X.std(0), 1.0)
-    order = np.argsort(err["rel_error"])[::-1]
+    order = np.argsort(err.get("abs_error", err["rel_error"]))[::-1]
     worst = [err["index"][i] for i in order[: max(1, len(order) // 5)]]  # the worst fifth
     P = np.array([[kernel_model.kernel_features(p["workload"].as_dict(), p["hw"], hs).get(c, 0.0) for c in names]
                   for p in pool])

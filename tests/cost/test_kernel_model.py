@@ -118,3 +118,82 @@ def test_kernel_predictor_learns_generated_kernels(tmp_path):
     again = kernel_model.KernelPredictor.load(path)
     assert np.array_equal(again.predict_kernels(["conv2d"] * 5, rows[:5]), model.predict_kernels(["conv2d"] * 5,
                                                                                                    rows[:5]))
+
+
+def _expanded(workloads, *, weights: bool = True) -> list:
+    """Each kernel call's record (not its function name or hash): what the sum rule adds up."""
+    out = []
+    for w in workloads:
+        d = w.as_dict()
+        calls = d.pop("calls")
+        for k in ("func", "key") + (() if weights else ("weight_bytes",)):
+            d.pop(k)
+        out += [json.dumps(d, sort_keys=True, default=str)] * calls
+    return sorted(out)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"layout": "NCHWc", "pack": 8, "conv_algo": "winograd"},  # weights' layout and Winograd transform folded
+    {"layout": "NCHWc", "pack": 4, "weight_bits": 4, "activation_bits": 8},  # calibrated ranges, packed weights
+])
+def test_shape_only_lowering_gives_the_kernels_of_the_compile_path(knobs, tmp_path):
+    """The kernel predictor's lowering computes no value (no constant folded for real, no calibration) and
+    still finds the compile path's kernels: the same records, call for call."""
+    from hwnas.ir.workloads import extract
+    from hwnas.passes.quantize import QuantizeModule
+    from hwnas.passes.shape_only import FoldConstantShapes, shape_only
+    from hwnas.pipeline.evaluate import schedule_candidate
+
+    space, target = get_space("nb201", channels=8, cells_per_stage=1), get_target("cpu")
+    hw = target.hardware_space.validate({**knobs, "num_threads": 1})
+    passes = shape_only(target.graph_passes(hw))
+    assert not any(getattr(getattr(p, "info", None), "name", "") == "FoldConstant" for p in passes)
+    assert any(isinstance(p, FoldConstantShapes) for p in passes)
+    assert all(p.calibrated is False for p in passes if isinstance(p, QuantizeModule))
+    cand = Candidate.from_space(space, GENOME, hw)
+    _, full, _ = schedule_candidate(cand, target, hw, workdir=tmp_path / "full", timings={})
+    _, fast, _ = schedule_candidate(cand, target, hw, workdir=tmp_path / "fast", timings={}, shape_only=True)
+    fast, full = extract(fast), extract(full)
+    if "activation_bits" not in knobs:
+        assert _expanded(fast) == _expanded(full)
+    else:
+        # quantized: a layer whose calibrated input scale is tiny adds its bias in int64 rather than int32
+        # (quantize.py), so one small constant per such layer may differ in width; everything else is equal
+        assert _expanded(fast, weights=False) == _expanded(full, weights=False)
+        weight_bytes = [sum(w.calls * w.weight_bytes for w in ws) for ws in (fast, full)]
+        assert weight_bytes[0] == pytest.approx(weight_bytes[1], rel=0.01)
+    assert any(w.kind == "conv2d" for w in fast)
+
+
+def test_traffic_term_is_fitted_on_whole_networks_and_saved(tmp_path):
+    """Networks that take more than their kernels' sum by a weight and an activation traffic: both
+    coefficients recovered, kept by the JSON round trip, and added by predict_network."""
+    hs = get_target("cpu").hardware_space
+    hw = hs.validate({"num_threads": 2})
+    rng = np.random.default_rng(1)
+    ws = [_conv(int(rng.choice([4, 8, 16, 32, 64])), int(rng.choice([4, 8, 16, 32]))) for _ in range(40)]
+    rows = [kernel_model.kernel_features(w.as_dict(), hw, hs) for w in ws]
+    ms = [w.macs / 2e8 + 0.002 for w in ws]
+    model = kernel_model.KernelPredictor(sorted(rows[0])).fit(["conv2d"] * len(ws), rows, ms)
+    model.overhead = {"2": {"per_inference_ms": 0.01, "per_call_ms": 0.001}}
+    nets = []
+    for i in range(8):
+        records = [w.as_dict() for w in rng.choice(ws, size=int(rng.integers(2, 8)), replace=False)]
+        weights_mb, acts_mb = kernel_model.traffic_mb(records)
+        nets.append({"records": records, "hw": hw,
+                     "ms": model.predict_records(records, hw, hs) + 0.3 * weights_mb + 0.05 * acts_mb})
+    report = model.fit_traffic(nets, hs)
+    assert model.traffic["2"]["ms_per_mb"] == pytest.approx([0.3, 0.05], rel=1e-6)
+    assert report["2"]["networks"] == 8 and report["2"]["fitted_within_10pct"] == 1.0
+    assert report["2"]["sum_rule_within_10pct"] < 1.0  # the traffic is large enough to matter here
+    again = kernel_model.KernelPredictor.load(model.save(tmp_path / "k.json"))
+    net = nets[0]
+    assert again.predict_records(net["records"], hw, hs) == pytest.approx(net["ms"], rel=1e-9)
+    assert again.predict_records(net["records"], hw, hs, traffic=False) < net["ms"]
+    # a thread count with fewer than 4 networks keeps the plain sum rule
+    assert "1" not in model.traffic
+    bad = json.loads((tmp_path / "k.json").read_text())
+    bad["traffic"] = {"2": {"ms_per_mb": [0.3], "networks": 8}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(InvalidConfigError, match="is corrupt"):
+        kernel_model.KernelPredictor.load(tmp_path / "bad.json")
