@@ -625,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nsga2: ehvi (default: a Gaussian process (the accuracy) and a bootstrap ensemble (the "
                         "costs and constraints) fitted on the canonical points evaluated so far predict the whole "
                         "space, or a large pool around the front, and each batch takes the largest predicted "
-                        "hypervolume improvements over the space's median network), xgb (the ensemble screens NSGA-II's "
+                        "hypervolume improvements over the space's median network; after a batch that gained nothing, one "
+                        "pick goes to the accurate networks beyond the median cost), xgb (the ensemble screens NSGA-II's "
                         "offspring) or none (plain NSGA-II)")
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")

@@ -153,3 +153,27 @@ def test_batch_takes_the_largest_gains_then_the_optimistic_ones():
     # spread before [6,6] with a narrow one (whatever their optimistic values)
     std[2], std[3], weight[4] = [2.0, 2.0], [0.1, 0.1], 1.0
     assert ehvi.choose_batch(mean, std, weight, front, ref, 3, optimistic, rng)[:3] == [4, 1, 2]
+
+
+def test_a_stalled_batch_sends_a_pick_to_the_accurate_networks_past_the_median_cost():
+    from types import SimpleNamespace
+
+    # objectives (-accuracy, latency): the box ends at the median (-90, 10)
+    ref = np.array([-90.0, 10.0])
+    known = np.array([[-92.0, 6.0], [-91.0, 4.0], [-80.0, 1.0], [-94.0, 30.0]])
+    wide = ehvi.wide_reference(ref, known, keep={0})
+    assert wide[0] == -90.0 and wide[1] > 30.0  # the accuracy's median kept, the latency past its worst
+    # candidates: a small gain inside the box, and a more accurate network slower than the median
+    mean = np.array([[-92.5, 5.0], [-95.0, 20.0], [-89.0, 2.0]])
+    std, weight, rng = np.zeros_like(mean), np.ones(len(mean)), np.random.default_rng(0)
+    assert ehvi.choose_batch(mean, std, weight, known, ref, 2, mean, rng)[0] == 0
+    # the box alone never asks for the slow accurate one (it gains nothing there); the wide pick does
+    assert ehvi.choose_batch(mean, std, weight, known, [ref, wide], 2, mean, rng) == [0, 1]
+    # stalled: the last batch added no hypervolume inside the box
+    def search_of(rows):
+        points = [SimpleNamespace(status="ok", F=r) for r in rows]
+        return SimpleNamespace(all_points=lambda: points, F=lambda p: list(p.F), checks=())
+
+    assert ehvi.stalled(search_of([[-92.0, 6.0], [-91.0, 4.0], [-94.0, 30.0], [-85.0, 9.0]]), ref, 2)
+    assert not ehvi.stalled(search_of([[-92.0, 6.0], [-94.0, 30.0], [-91.0, 4.0]]), ref, 2)
+    assert ehvi.hypervolume(np.array([[-92.0, 6.0], [-91.0, 4.0]]), ref) == pytest.approx(2 * 4 + 1 * 2)
