@@ -48,13 +48,14 @@ per batch). Nothing depends on the budget, so a run of 200 evaluations is the fi
 of 500. Deterministic for the seed.
 
 What was measured against what (``benchmarks/search_efficiency.py``, nb201, 2 seeds per device;
-see the README): wide picks (one in four of every batch, from the start) raised the hypervolume at 500
-evaluations (median over devices and seeds 0.964 -> 0.987) and the front functions found (54 % -> 68 %)
-but cost the early budgets (0.939 -> 0.861 at 200); one in four after a stalled batch: 0.915 at 200,
-0.979 at 500, 64 %; two in eight after two stalled batches: 0.918, 0.982, 67 %; one in eight after a
-stalled batch (kept): 0.943, 0.972, 64 %; the expected improvement for every pick found less within
-200 evaluations with the ensemble's spread, and as much as the mean's improvement (within the seeds'
-spread) with the process's, so it is only the fallback; the median over canonical genomes (functions) as the
+see the README): wide picks (one in four of every batch, from the start) raised the hypervolume at
+500 evaluations (median over devices and seeds 0.964 -> 0.987) and the front functions found
+(54 % -> 68 %) but cost the early budgets (0.939 -> 0.861 at 200); one in four after a stalled
+batch: 0.915 at 200, 0.979 at 500, 64 %; two in eight after two stalled batches: 0.918, 0.982,
+67 %; one in eight after a stalled batch (kept): 0.943, 0.972, 64 % (on 5 seeds per device: 0.942,
+0.971, 61 %); the expected improvement for every pick found less within 200 evaluations with the
+ensemble's spread, and as much as the mean's improvement (within the seeds' spread) with the
+process's, so it is only the fallback; the median over canonical genomes (functions) as the
 reference leaves out the networks between it and the median over genomes, which are on the judged
 front; a pick per batch by the probability of not being dominated, or by the improvement against a
 looser reference (the 90th percentile), finds front functions outside the reference box but costs
