@@ -30,13 +30,14 @@ Each generation:
    (:func:`expected_hv_improvement`, exact in two objectives; the accuracy's spread is the process's,
    the costs' the members'); when that gains nothing either (no spread), the optimistic prediction
    (``mean - std``), then a uniform choice;
-5. when the last batch added no hypervolume to the front, every :data:`WIDE_EVERY`-th pick of the
-   next one (one per batch of 8) is made against a wider box (:func:`wide_reference`): the
-   accuracy's median, but each cost's worst value over the space. The judged box holds few of the front's networks (nb201 x
-   raspi4: 13 of 30; x fpga: 4 of 15): the others are the accurate networks slower than the median,
-   which the Gaussian process predicts well (within a few tenths of a point) and the box never asks
-   for, and evaluating them also teaches the process about the best networks inside the box. Only
-   when the box has stalled, so the early batches, where the hypervolume is won, stay in the box.
+5. when the last batch added no hypervolume to the front (:func:`stalled`), every
+   :data:`WIDE_EVERY`-th pick of the next one (one per batch of 8) is made against a wider box
+   (:func:`wide_reference`): the accuracy's median, but each cost's worst value over the space.
+   The median box holds few of the front's networks (nb201 x raspi4: 13 of 30; x fpga: 4 of 15):
+   most others are the accurate networks slower than the median, which the Gaussian process
+   predicts well (within a few tenths of a point) and the box never asks for; evaluating them also
+   teaches the process about the best networks inside the box. Only after a stalled batch, so the
+   early batches, where the hypervolume is won, stay in the box.
 
 The reference point of the hypervolume is the median network of the space: each objective's
 median over the space's *genomes* (equivalent genomes each count, as each is a network a user may
@@ -165,7 +166,7 @@ def hypervolume(front: np.ndarray, ref: np.ndarray) -> float:
 
 
 def stalled(search, ref: np.ndarray, n: int) -> bool:
-    """Whether the last ``n`` points evaluated added no hypervolume (bounded by ``ref``) to the feasible front."""
+    """Whether the last ``n`` feasible points evaluated added no hypervolume (bounded by ``ref``) to the front."""
     F = np.array([search.F(p) for p in search.all_points() if is_feasible(p, search.checks)], dtype=float)
     F = F.reshape(-1, len(ref))
     F = F[(np.abs(F) < FAILED).all(axis=1)] if len(F) else F
