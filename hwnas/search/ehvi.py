@@ -35,9 +35,10 @@ Each generation:
    (:func:`wide_reference`): the accuracy's median, but each cost's worst value over the space.
    The median box holds few of the front's networks (nb201 x raspi4: 13 of 30; x fpga: 4 of 15):
    most others are the accurate networks slower than the median, which the Gaussian process
-   predicts well (within a few tenths of a point) and the box never asks for; evaluating them also
-   teaches the process about the best networks inside the box. Only after a stalled batch, so the
-   early batches, where the hypervolume is won, stay in the box.
+   predicts well (within a few tenths of a point) and the box never asks for (the hypervolume inside
+   the box rose too when they were evaluated, presumably from what they teach the process about the
+   box's best networks). Only after a stalled batch, so the early batches, where the hypervolume is
+   won, stay in the box.
 
 The reference point of the hypervolume is the median network of the space: each objective's
 median over the space's *genomes* (equivalent genomes each count, as each is a network a user may
