@@ -204,12 +204,12 @@ class CpuTarget(QuantizedDeployment, Target):
 
         common = {"budget_s": self.tune_budget_s, "priority": iterations, "trials": self.tune_trials}
         if self.variant == "tuned":
-            from hwnas.targets.cpu.tuned_knobs import SCHEDULE_KNOBS, TunedKnobs
+            from hwnas.targets.cpu.tuned_knobs import SCHEDULE_KNOBS, TunedKnobs, tunable
 
             space = self.knob_space
             measure.set_num_threads(int(hw["num_threads"]))  # the kernels are timed with the build's threads
             self.last_tuning = TunedKnobs(
-                self.tuning_database(hw), self.tvm_target(hw), is_mac_kernel, hw,
+                self.tuning_database(hw), self.tvm_target(hw), tunable, hw,
                 {k: space.params[k].values for k in SCHEDULE_KNOBS}, valid=space.is_valid,
                 **common)
         else:

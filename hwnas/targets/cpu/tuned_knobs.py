@@ -4,7 +4,8 @@ One knob config schedules every kernel of a network under plain ``cpu``; but
 the best register tile of a 1x1 conv on a 3x3 map with 1920 channels is not
 that of a stem conv on 48x48. :class:`TunedKnobs` (``cpu:tuned``) runs on the
 fused module before the knob-driven CPU passes. For each conv and dense
-PrimFunc it looks its workload up in ``knobs.json`` of the database folder
+PrimFunc (and Winograd conv: the knobs set its batched product's register
+block and reduction step) it looks its workload up in ``knobs.json`` of the database folder
 (keyed like MetaSchedule's: the structural hash of the unscheduled function,
 so the same computation in any candidate, run or process); a workload not
 there yet is tuned:
@@ -46,10 +47,11 @@ import tvm
 from tvm import s_tir
 
 from hwnas.ir.runtime import kernel_timer
-from hwnas.ir.workloads import domain, workload_key
+from hwnas.ir.workloads import domain, is_mac_kernel, workload_key
 from hwnas.targets.cpu.tile_conv2d import CpuScheduleConfig, schedule_conv2d
 from hwnas.targets.cpu.tile_dense import schedule_dense
 from hwnas.targets.cpu.tuned_schedules import WorkloadTuner
+from hwnas.targets.cpu.winograd import default_knobs, is_winograd, schedule_winograd_knobs
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,8 @@ log = logging.getLogger(__name__)
 SCHEDULE_KNOBS: tuple[str, ...] = ("tile_oc", "tile_oh", "tile_ow", "tile_rc", "loop_order", "parallel",
                                    "vector_width", "unroll")
 
-#: the rules a workload is scheduled by, tried in order
-RULES = (schedule_conv2d, schedule_dense)
+#: the rules a workload is scheduled by, tried in order (a Winograd conv's knobs set its batched product)
+RULES = (schedule_winograd_knobs, schedule_conv2d, schedule_dense)
 
 DATABASE_FILE = "knobs.json"
 
@@ -72,6 +74,12 @@ def _distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
         return float("inf")
     far = sum(abs(np.log(max(x, 1) / max(y, 1))) for x, y in zip(a["spatial"], b["spatial"]))
     return far + (0.0 if list(a["reduction"]) == list(b["reduction"]) else 10.0)
+
+
+def tunable(func) -> bool:
+    """The PrimFuncs :class:`TunedKnobs` tunes: convs, denses and Winograd convs (whose main block, the batched
+    product, :func:`~hwnas.ir.workloads.is_mac_kernel` does not take for a conv)."""
+    return is_mac_kernel(func) or is_winograd(func)
 
 
 def schedule_with(func, cfg: CpuScheduleConfig):
@@ -189,6 +197,8 @@ class TunedKnobs(WorkloadTuner):
         rng = np.random.default_rng([self.seed, zlib.crc32(key.encode())])
         base_knobs = {k: self.base[k] for k in self.space if k in self.base}
         queue = [base_knobs] + self._seeds(shape, self.trials // 4)
+        if is_winograd(func):  # the untuned schedule's own knobs come second
+            queue.insert(1, {**base_knobs, **{k: v for k, v in default_knobs(func).items() if k in self.space}})
         random_until = len(queue) + max(0, self.trials - len(queue)) // 2
         seen: set[str] = set()
         timed: list[tuple[float, dict[str, Any], Any]] = []  # (ms, knobs, the call timing it again)

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from tvm import s_tir, te, tirx
 
 from hwnas.ir.schedule import divisor_tile, root_blocks, vectorize_inner
+from hwnas.ir.workloads import block_domain, blocks
 
 #: Name of the PrimFunc of a Winograd convolution, and of its stages' blocks.
 CONV2D_NCHWC_WINOGRAD = "conv2d_NCHWc_winograd"
@@ -60,6 +61,8 @@ _AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 #: vector accumulators one ``wino_M`` register block keeps live (tiles x output-channel blocks)
 ACCUMULATORS = 16
+#: the largest register block :func:`schedule_winograd_knobs` accepts (more spills)
+MAX_ACCUMULATORS = 32
 
 
 def qualifies(data_shape: Sequence[int], weight_shape: Sequence[int], strides, padding, dilation,
@@ -155,8 +158,42 @@ def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
     return te.compute((n, o_blocks, height, width, o_pack), y_value, name=BLOCK_Y)
 
 
-def schedule_winograd(sch: s_tir.Schedule, vector_width: int) -> bool:
-    """Schedule a (fused) Winograd conv function in ``sch``; False if it is not one."""
+def is_winograd(func) -> bool:
+    """Whether a PrimFunc is a (fused) Winograd convolution of :func:`conv_compute`."""
+    return {BLOCK_M, BLOCK_Y, "data_pad"} <= {b.name_hint for b in blocks(func)}
+
+
+def default_knobs(func) -> dict[str, int]:
+    """The knobs under which :func:`schedule_winograd_knobs` gives :func:`schedule_winograd`'s fixed schedule of
+    ``func`` (a tuner's first trial)."""
+    (m,) = [b for b in blocks(func) if b.name_hint == BLOCK_M]
+    o_blocks, _, _, o_pack = block_domain(m)[0]  # (O/q, T, 16, q)
+    ob_tile = 2 if o_blocks % 2 == 0 else 1
+    return {"tile_oc": ob_tile * o_pack, "tile_ow": ACCUMULATORS // ob_tile, "tile_rc": 32}
+
+
+def schedule_winograd_knobs(sch: s_tir.Schedule, cfg) -> bool:
+    """:func:`schedule_winograd` with the batched product's register block and reduction step taken from the
+    CPU knobs (a :class:`~hwnas.targets.cpu.tile_conv2d.CpuScheduleConfig`): ``tile_oc`` output channels
+    (whole channel blocks), ``tile_ow`` tiles, ``tile_rc`` input channels per step; ``cpu:tuned`` chooses them
+    per workload. A block of more than :data:`MAX_ACCUMULATORS` vectors is refused (ValueError)."""
+    names = [sch.get(b).name_hint for b in root_blocks(sch)]
+    if BLOCK_M not in names:
+        return False
+    o_pack = int(sch.get(sch.get_sblock(BLOCK_M)).writes[0].source.shape[-1])
+    ob_tile, t_tile = max(1, cfg.tile_oc // o_pack), cfg.tile_ow
+    if ob_tile * t_tile > MAX_ACCUMULATORS:
+        raise ValueError(f"{ob_tile} x {t_tile} accumulators exceed {MAX_ACCUMULATORS}")
+    return schedule_winograd(sch, cfg.vector_width, ob_tile=ob_tile, t_tile=t_tile, rc_tile=cfg.tile_rc)
+
+
+def schedule_winograd(sch: s_tir.Schedule, vector_width: int, ob_tile: int | None = None, t_tile: int | None = None,
+                      rc_tile: int = 32) -> bool:
+    """Schedule a (fused) Winograd conv function in ``sch``; False if it is not one.
+
+    The batched product's register block is ``ob_tile`` output-channel blocks x ``t_tile`` tiles (default: 2
+    blocks when their count is even, and :data:`ACCUMULATORS` vectors in all), its reduction ``rc_tile``
+    input channels per step; each is clamped to the largest divisor of its loop."""
 
     names = [sch.get(b).name_hint for b in root_blocks(sch)]
     if BLOCK_M not in names or BLOCK_Y not in names or "data_pad" not in names:
@@ -176,9 +213,9 @@ def schedule_winograd(sch: s_tir.Schedule, vector_width: int) -> bool:
     m = sch.get_sblock(BLOCK_M)
     ob, t, pos, oi, rc = sch.get_loops(m)
     o_blocks, tiles, channels = (sch.get(x).extent.value for x in (ob, t, rc))
-    ob_tile = 2 if o_blocks % 2 == 0 else 1
-    t_tile = divisor_tile(tiles, ACCUMULATORS // ob_tile)
-    rc_tile = divisor_tile(channels, 32)
+    ob_tile = divisor_tile(o_blocks, 2 if ob_tile is None else ob_tile)
+    t_tile = divisor_tile(tiles, ACCUMULATORS // ob_tile if t_tile is None else t_tile)
+    rc_tile = divisor_tile(channels, rc_tile)
     ob_o, ob_i = sch.split(ob, [None, ob_tile])
     t_o, t_i = sch.split(t, [None, t_tile])
     rc_o, rc_i = sch.split(rc, [None, rc_tile])

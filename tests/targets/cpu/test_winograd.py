@@ -68,17 +68,40 @@ def test_winograd_without_the_packed_layout_is_one_clear_error(cli, tmp_path):
 
 
 @pytest.mark.parametrize("net,winograd_convs", [("residual", 2), ("rows14_cols13", 1)])
-def test_cpu_tuned_keeps_the_winograd_schedule_and_matches_onnxruntime(tmp_path, monkeypatch, pipeline,
-                                                                       matches_ort, net, winograd_convs):
+def test_cpu_tuned_tunes_the_winograd_product_per_workload_and_matches_onnxruntime(tmp_path, monkeypatch, pipeline,
+                                                                                 config, matches_ort, net,
+                                                                                 winograd_convs):
+    import json
+
+    import tvm
+
     from hwnas.pipeline.evaluate import Candidate, evaluate
     from hwnas.targets import get_target
+    from hwnas.targets.cpu.tile_conv2d import CpuScheduleConfig
+    from hwnas.ir.workloads import workload_key
+    from hwnas.targets.cpu.tuned_knobs import DATABASE_FILE, schedule_with
+    from hwnas.targets.cpu.winograd import default_knobs, is_winograd, schedule_winograd
 
     monkeypatch.setenv("HWNAS_TUNING_DB", str(tmp_path / "db"))
     cpu = get_target("cpu:tuned")
-    cpu.tune_trials = 2
+    cpu.tune_trials = 3
     cpu.set_measure_options(repeats=2)
     path = pipeline.onnx(net)
-    ev = evaluate(Candidate.from_onnx(path, {"layout": "NCHWc", "pack": 16, "conv_algo": "winograd",
-                                             "num_threads": 1}), cpu)
+    hw = {"layout": "NCHWc", "pack": 16, "conv_algo": "winograd", "num_threads": 1}
+    ev = evaluate(Candidate.from_onnx(path, hw), cpu)
     matches_ort(ev, path)
-    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(ev.built.module, "TileConv2d")) == winograd_convs
+    assert sum(CONV2D_NCHWC_WINOGRAD in n for n in scheduled_by(ev.built.module, "TunedKnobs")) == winograd_convs
+    (folder,) = [p for p in (tmp_path / "db").iterdir() if p.is_dir()]
+    records = [r for r in json.loads((folder / DATABASE_FILE).read_text()).values()
+               if (r.get("shape") or {}).get("block") == "wino_M"]
+    # each Winograd workload timed its network config, the untuned schedule and a third, and kept the fastest
+    assert records and all(r["trials"] == 3 and r["ms"] <= r["network_config_ms"] for r in records)
+    # the tuner's second trial is the untuned schedule itself
+    unscheduled = [f for _, f in pipeline.fused(net, config(**hw)).functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and is_winograd(f)]
+    assert len(unscheduled) == winograd_convs
+    for func in unscheduled:
+        fixed = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        assert schedule_winograd(fixed, CpuScheduleConfig.from_mapping(config(**hw)).vector_width)
+        knobs = CpuScheduleConfig.from_mapping({**config(**hw), **default_knobs(func)})
+        assert workload_key(schedule_with(func, knobs)) == workload_key(fixed.mod["main"])
