@@ -33,7 +33,8 @@ for term (same kernels, same workload keys).
 tiles and vectorized along channels; ``wino_M`` register-blocked (16 vector
 accumulators: tiles x output-channel blocks), the reduction split, parallel
 over tile blocks; ``wino_Y`` with the epilogue inlined, parallel over rows,
-vectorized along the channel lanes.
+vectorized along the channel lanes. Under ``cpu:tuned`` the register block and
+the reduction step are chosen per workload (:func:`schedule_winograd_knobs`).
 
 Float32 convolutions with a 3x3 kernel, stride 1, dilation 1 and padding 1
 on every side qualify, at any output size (:func:`qualifies`); the others
@@ -165,7 +166,7 @@ def is_winograd(func) -> bool:
 
 def default_knobs(func) -> dict[str, int]:
     """The knobs under which :func:`schedule_winograd_knobs` gives :func:`schedule_winograd`'s fixed schedule of
-    ``func`` (a tuner's first trial)."""
+    ``func`` (the tuner's second trial, after the network's own knobs)."""
     (m,) = [b for b in blocks(func) if b.name_hint == BLOCK_M]
     o_blocks, _, _, o_pack = block_domain(m)[0]  # (O/q, T, 16, q)
     ob_tile = 2 if o_blocks % 2 == 0 else 1
