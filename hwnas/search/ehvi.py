@@ -166,11 +166,9 @@ def hypervolume(front: np.ndarray, ref: np.ndarray) -> float:
     return float(((np.minimum(edges[2:], ref[0]) - edges[1:-1]) * (ref[1] - heights[1:])).sum())
 
 
-def stalled(search, ref: np.ndarray, n: int) -> bool:
-    """Whether the last ``n`` feasible points evaluated added no hypervolume (bounded by ``ref``) to the front."""
-    F = np.array([search.F(p) for p in search.all_points() if is_feasible(p, search.checks)], dtype=float)
-    F = F.reshape(-1, len(ref))
-    F = F[(np.abs(F) < FAILED).all(axis=1)] if len(F) else F
+def stalled(F: np.ndarray, ref: np.ndarray, n: int) -> bool:
+    """Whether the last ``n`` rows of ``F`` (the feasible points' objective vectors, minimised, in the order they
+    were evaluated) added no hypervolume (bounded by ``ref``) to the front of the rows before them."""
     before = F[:-n] if len(F) > n else F[:0]
     return hypervolume(F, ref) <= hypervolume(before, ref) * (1 + 1e-9)
 
@@ -319,7 +317,7 @@ def propose(search, pool: Pool, rng: np.random.Generator, n: int, ref: np.ndarra
         return candidates[select_by_prediction(known, optimistic[:, :n_obj], violation, n)]
     if pool.whole is not None:
         ref = space_median(search, pool, candidates, mean[:, :n_obj])
-    if ceilings and stalled(search, ref, n):
+    if ceilings and stalled(known, ref, n):
         ref = [ref] * (WIDE_EVERY - 1) + [wide_reference(ref, np.vstack([known, mean[:, :n_obj]]), ceilings)]
     chosen = choose_batch(mean[:, :n_obj], std[:, :n_obj], weight, known, ref, n, optimistic[:, :n_obj], rng)
     return candidates[chosen]

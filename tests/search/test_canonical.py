@@ -156,8 +156,6 @@ def test_batch_takes_the_largest_gains_then_the_optimistic_ones():
 
 
 def test_a_stalled_batch_sends_a_pick_to_the_accurate_networks_past_the_median_cost():
-    from types import SimpleNamespace
-
     # objectives (-accuracy, latency): the box ends at the median (-90, 10)
     ref = np.array([-90.0, 10.0])
     known = np.array([[-92.0, 6.0], [-91.0, 4.0], [-80.0, 1.0], [-94.0, 30.0]])
@@ -170,10 +168,6 @@ def test_a_stalled_batch_sends_a_pick_to_the_accurate_networks_past_the_median_c
     # the box alone never asks for the slow accurate one (it gains nothing there); the wide pick does
     assert ehvi.choose_batch(mean, std, weight, known, [ref, wide], 2, mean, rng) == [0, 1]
     # stalled: the last batch added no hypervolume inside the box
-    def search_of(rows):
-        points = [SimpleNamespace(status="ok", F=r) for r in rows]
-        return SimpleNamespace(all_points=lambda: points, F=lambda p: list(p.F), checks=())
-
-    assert ehvi.stalled(search_of([[-92.0, 6.0], [-91.0, 4.0], [-94.0, 30.0], [-85.0, 9.0]]), ref, 2)
-    assert not ehvi.stalled(search_of([[-92.0, 6.0], [-94.0, 30.0], [-91.0, 4.0]]), ref, 2)
+    assert ehvi.stalled(np.array([[-92.0, 6.0], [-91.0, 4.0], [-94.0, 30.0], [-85.0, 9.0]]), ref, 2)
+    assert not ehvi.stalled(np.array([[-92.0, 6.0], [-94.0, 30.0], [-91.0, 4.0]]), ref, 2)
     assert ehvi.hypervolume(np.array([[-92.0, 6.0], [-91.0, 4.0]]), ref) == pytest.approx(2 * 4 + 1 * 2)
