@@ -223,6 +223,7 @@ def cmd_search(args) -> int:
         constraints=tuple(args.constraint or ()),
         formulation=args.formulation,
         surrogate=args.surrogate,
+        equivalence=args.equivalence,
         budget=args.budget,
         accuracy=args.accuracy,
         accuracy_options=_options(args.accuracy_option, "--accuracy-option"),
@@ -267,8 +268,10 @@ def cmd_search(args) -> int:
     print(f"{search.evaluated} points evaluated ({search.from_store} from the store), "
           f"{len(front)} on the Pareto front")
     if search.equivalent:
-        print(f"{len(search.equivalent)} candidates computed the same function as an evaluated one: they took its "
-              f"result and cost no evaluation")
+        graph = sum(1 for k in search.equivalent if k in search.aliases)
+        print(f"{len(search.equivalent)} candidates computed the same function as an evaluated one "
+              f"({len(search.equivalent) - graph} by the space's canonical genome, {graph} by the exported graph): "
+              f"they took its result and cost no evaluation")
     if search.surrogate_generations:
         print(f"search overhead: {search.surrogate_seconds / search.surrogate_generations:.2f} s per generation "
               f"({search.surrogate_generations} generations; surrogate fit, screening, choice)")
@@ -628,6 +631,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "hypervolume improvements over the space's median network; after a batch that gained nothing, one "
                         "pick goes to the accurate networks beyond the median cost), xgb (the ensemble screens NSGA-II's "
                         "offspring) or none (plain NSGA-II)")
+    p.add_argument("--equivalence", default="graph",
+                   help="which candidates are one point, evaluated once (the others take its result and cost no "
+                        "evaluation): graph (default: one canonical genome (nb201: the live edges), or, on a target "
+                        "that compiles, one exported graph with dead code, names, node order and weight values left "
+                        "out, and one hardware config) or genome (one canonical genome and hardware config only)")
     p.add_argument("--budget", type=int, default=50, help="points to evaluate (default 50)")
     p.add_argument("--pop-size", type=int, default=16, help="population per generation (default 16)")
     p.add_argument("--accuracy", default="proxy",

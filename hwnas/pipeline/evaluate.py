@@ -39,6 +39,9 @@ class Candidate:
     #: trained weights (a ``state_dict`` of ``space.build(genome)``, e.g. a supernet's subnet); None: the
     #: space's fresh initialisation. Not part of the candidate's key: the network computed is the same graph
     weights: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: an ONNX file this space candidate (fresh weights) was already exported to, read instead of exporting
+    #: again when it is there (a search exports each new candidate once for its structural key)
+    exported: Path | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.space is None) == (self.onnx_path is None):
@@ -51,8 +54,9 @@ class Candidate:
 
     @classmethod
     def from_space(cls, space: ArchSpace, genome: Sequence[int], hw: Mapping[str, Any] | None = None, *,
-                   weights: Mapping[str, Any] | None = None) -> Candidate:
-        return cls(hw=hw or {}, space=space, genome=tuple(genome), weights=weights)
+                   weights: Mapping[str, Any] | None = None, exported: str | Path | None = None) -> Candidate:
+        return cls(hw=hw or {}, space=space, genome=tuple(genome), weights=weights,
+                   exported=Path(exported) if exported else None)
 
     @classmethod
     def from_onnx(cls, path: str | Path, hw: Mapping[str, Any] | None = None) -> Candidate:
@@ -137,10 +141,14 @@ def schedule_candidate(candidate: Candidate, target: Target, hw: dict[str, Any],
             raise InvalidConfigError("compiling a space candidate needs a workdir for its ONNX export")
         folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
-        net = candidate.space.build(candidate.genome)
-        if candidate.weights is not None:
-            net.load_state_dict(candidate.weights, strict=True)
-        onnx_path = lower.export_onnx(net, candidate.space.input_shape(candidate.genome), folder / "model.onnx")
+        if candidate.exported is not None and candidate.weights is None and Path(candidate.exported).is_file():
+            onnx_path = Path(candidate.exported)
+            timings["export_reused"] = 1.0
+        else:
+            net = candidate.space.build(candidate.genome)
+            if candidate.weights is not None:
+                net.load_state_dict(candidate.weights, strict=True)
+            onnx_path = lower.export_onnx(net, candidate.space.input_shape(candidate.genome), folder / "model.onnx")
     else:
         onnx_path = candidate.onnx_path
     timings["export_s"] = time.perf_counter() - t0

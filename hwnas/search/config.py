@@ -19,10 +19,15 @@ FORMULATIONS = ("nsga2", "constrained", "scalarized", "two-stage", "fit-first", 
 #: (the accuracy) and a bootstrap ensemble (the costs) predict over the canonical candidates (see :mod:`hwnas.search.ehvi`); ``xgb`` screens NSGA-II's
 #: offspring with the ensemble (see ``Search._surrogate_nsga2``); ``none`` is plain NSGA-II
 SURROGATES = ("ehvi", "xgb", "none")
+#: which candidates are one point (evaluated once; the others take its result and cost no evaluation):
+#: ``graph`` (the default) those whose space-canonical genomes (:meth:`~hwnas.arch.ArchSpace.canonical`)
+#: export to one graph (:func:`~hwnas.ir.graph.structural_key`) with one hardware config, on targets that
+#: compile; ``genome``: those with one space-canonical genome and hardware config only
+EQUIVALENCES = ("graph", "genome")
 #: settings a resumed run may change (where evaluations run changes no result)
 RESUMABLE = ("budget", "workers", "timeout_s", "ladder", "executor", "cluster", "rpc_tracker", "rpc_timeout_s")
 #: settings stored only when set, so that runs stored before they existed still resume
-_STORED_WHEN_SET = ("executor", "cluster", "rpc_tracker", "rpc_key", "rpc_timeout_s")
+_STORED_WHEN_SET = ("executor", "cluster", "rpc_tracker", "rpc_key", "rpc_timeout_s", "equivalence")
 #: the cost ladder flags a front point whose cheap and re-priced values differ by more than this share
 LADDER_TOLERANCE = 0.10
 #: objective value given to points that failed (they are also infeasible)
@@ -76,6 +81,7 @@ class SearchConfig:
     constraints: tuple[str, ...] = ()
     formulation: str = "nsga2"
     surrogate: str = "ehvi"
+    equivalence: str = "graph"
     budget: int = 100
     accuracy: str = "proxy"
     accuracy_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -112,6 +118,8 @@ class SearchConfig:
             raise InvalidConfigError(f"unknown formulation {self.formulation!r}; known: {', '.join(FORMULATIONS)}")
         if self.surrogate not in SURROGATES:
             raise InvalidConfigError(f"unknown surrogate {self.surrogate!r}; known: {', '.join(SURROGATES)}")
+        if self.equivalence not in EQUIVALENCES:
+            raise InvalidConfigError(f"unknown equivalence {self.equivalence!r}; known: {', '.join(EQUIVALENCES)}")
         for name in ("budget", "pop_size", "weights", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -1,8 +1,9 @@
 """The search run (:class:`Search`) and its formulations.
 
 The joint genome is the architecture genes followed by each target's HSS
-genes. Candidates are canonicalised first (:meth:`Search.canonical`; nb201: the live genome), so
-genomes that build the same function are one point. Every point is evaluated once per run (results come from the store
+genes. Candidates are canonicalised first (:meth:`Search.canonical`; nb201: the live genome), then, on
+targets that compile, keyed by their exported graph (:meth:`Search._structural_key`), so genomes that build
+the same network are one point. Every point is evaluated once per run (results come from the store
 when a run is resumed), in a worker pool, and written to the store as it
 finishes. Formulations:
 
@@ -136,6 +137,17 @@ class Search:
         #: genomes met that compute the same function as another (their key -> the evaluated point's, in the store)
         self.equivalent_namespace = f"equivalent/{self.RUN_ID}"
         self.equivalent: set[str] = set()
+        #: candidates (point key) whose canonical genome exports to the graph of another, evaluated, point
+        #: (its key), with the same hardware configs (see :meth:`_structural_key`)
+        self.aliases: dict[str, str] = {}
+        #: structural key -> the point evaluated for it
+        self._graph_owner: dict[str, str] = {}
+        self.graph_namespace = f"graph/{self.RUN_ID}"
+        self.by_graph = (config.equivalence == "graph" and self.evaluator.space is not None
+                         and any(t.compiles for t in self.evaluator.targets))
+        #: point key -> the ONNX file exported for its structural key, until a worker has compiled it
+        self._exports: dict[str, Path] = {}
+        self._export_dir: str | None = None
         self._pool = None
         #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
         self.surrogate_seconds = 0.0
@@ -222,24 +234,77 @@ class Search:
         space = self.evaluator.space
         return tuple(space.canonical(genome)) if space is not None else genome
 
-    def _note_equivalent(self, genome, hws, canonical, key: str) -> None:
+    def _note_equivalent(self, genome, hws, canonical, key: str, *, by: str = "genome") -> None:
         """Record in the store (namespace ``equivalent/<run id>``) that ``genome`` computes the same function
-        as ``canonical``: it takes that point's result and costs no evaluation."""
+        as ``canonical`` (point ``key``), found ``by`` the space's canonical genome or the exported graph's
+        structural key: it takes that point's result and costs no evaluation."""
         alias = point_key(genome, hws)
         if alias in self.equivalent:
             return
         self.equivalent.add(alias)
         if self.store.get(self.equivalent_namespace, alias) is None:
-            self.store.put(self.equivalent_namespace, alias,
-                           {"genome": list(genome), "hws": hws, "canonical": list(canonical), "same_as": key})
+            self.store.put(self.equivalent_namespace, alias, {"genome": list(genome), "hws": hws,
+                                                              "canonical": list(canonical), "same_as": key, "by": by})
+
+    def point(self, key: str) -> Point | None:
+        """The point evaluated for point key ``key`` (the one whose graph it shares, for an alias), or None."""
+        return self.points.get(self.aliases.get(key, key))
+
+    def _structural_key(self, genome: tuple[int, ...], hws, key: str) -> str | None:
+        """The structural key of the network of (canonical) ``genome`` with the hardware configs ``hws``:
+        :func:`~hwnas.ir.graph.structural_key` of its exported ONNX graph (dead code, names, node order and
+        weight values do not count) plus ``hws``. Kept in the store (namespace ``graph/<run id>``), so a
+        resumed run exports nothing again; the export is kept for the worker that compiles the point. None
+        when the network does not export (its evaluation then fails and says why)."""
+        stored = self.store.get(self.graph_namespace, key)
+        if stored is not None:
+            return stored["graph"]
+        import hashlib
+        import tempfile
+
+        import onnx
+
+        from hwnas.ir.graph import structural_key
+        from hwnas.ir.lower import export_onnx
+
+        space = self.evaluator.space
+        if self._export_dir is None:
+            self._export_dir = tempfile.mkdtemp(prefix="hwnas-graph-")
+        try:
+            path = export_onnx(space.build(genome), space.input_shape(genome), Path(self._export_dir) / f"{key}.onnx")
+            graph = structural_key(onnx.load(str(path)))
+        except Exception as exc:  # the worker's own export will fail the same way, and record why
+            log.info("no structural key for %s: %s", list(genome), exc)
+            return None
+        self._exports[key] = path
+        value = hashlib.sha256(json.dumps({"graph": graph, "hw": list(hws)}, sort_keys=True).encode()).hexdigest()[:32]
+        self.store.put(self.graph_namespace, key, {"graph": value})
+        return value
+
+    def _drop_export(self, key: str) -> None:
+        path = self._exports.pop(key, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def evaluate(self, X: Sequence[Sequence[int]], *, limit: int | None = None) -> list[Point | None]:
         """Points of ``X`` (None where the budget ran out first); each distinct point is evaluated once.
 
         Every genome is first replaced by its canonical form (:meth:`canonical`): a genome equivalent to
         one evaluated (or being evaluated) takes that point's result, with the canonical genome in ``x``
-        and ``genome``, and does not count against the budget."""
-        limit = self.config.budget if limit is None else min(limit, self.config.budget)
+        and ``genome``, and does not count against the budget. With ``equivalence="graph"`` on a target
+        that compiles, a new canonical genome whose network exports to the graph of a point evaluated (or
+        being evaluated), with the same hardware configs (:meth:`_structural_key`), takes that point
+        (:attr:`aliases`) the same way."""
+        try:
+            return self._evaluate(X, self.config.budget if limit is None else min(limit, self.config.budget))
+        finally:
+            if self._export_dir is not None:  # every export was compiled, or its point needed none
+                import shutil
+
+                shutil.rmtree(self._export_dir, ignore_errors=True)
+                self._export_dir, self._exports = None, {}
+
+    def _evaluate(self, X: Sequence[Sequence[int]], limit: int) -> list[Point | None]:
         out: list[Point | None] = [None] * len(X)
         todo: dict[str, list[int]] = {}
         tasks: list[tuple[str, Point]] = []
@@ -255,6 +320,7 @@ class Search:
             if canonical != genome:
                 self._note_equivalent(genome, hws, canonical, key)
                 genome, x = canonical, canonical + x[len(canonical):]
+            key = self.aliases.get(key, key)
             if key in self.points:
                 out[i] = self.points[key]
                 continue
@@ -266,9 +332,24 @@ class Search:
                 self._add(stored)
                 self.from_store += 1
                 out[i] = stored
+                if self.by_graph and (graph := self._structural_key(genome, hws, key)) is not None:
+                    self._graph_owner.setdefault(graph, key)
+                    self._drop_export(key)
                 continue
             if self.evaluated + len(tasks) >= limit:
                 continue
+            if self.by_graph and (graph := self._structural_key(genome, hws, key)) is not None:
+                owner = self._graph_owner.setdefault(graph, key)
+                if owner != key:  # another point has this graph: take its result, evaluated or pending
+                    self._drop_export(key)
+                    self.aliases[key] = owner
+                    first = self.points.get(owner) or next(p for k, p in tasks if k == owner)
+                    self._note_equivalent(genome, hws, first.genome, owner, by="graph")
+                    if owner in self.points:
+                        out[i] = self.points[owner]
+                    else:
+                        todo[owner].append(i)
+                    continue
             todo[key] = [i]
             tasks.append((key, Point(x, genome, hws, key, "pending")))
         if tasks:
@@ -286,12 +367,14 @@ class Search:
                                                {}, "failed", outcome.error, {}, None)
                 self.store.put(self.namespace, key, p.as_dict())
                 self.points[key] = p
+                self._drop_export(key)
                 if self.progress is not None:
                     self.progress(self)
                 for i in todo[key]:
                     out[i] = p
 
-            self._workers().run([(p.genome, p.hws) for _, p in tasks], done)
+            self._workers().run([(p.genome, p.hws, str(self._exports[key]) if key in self._exports else None)
+                                 for key, p in tasks], done)
             self.order += [key for key, _ in tasks if key in self.points]  # task order, whatever finished first
         if self.config.ladder is not None:
             self.reprice_front()
@@ -610,11 +693,15 @@ class Search:
         try:
             getattr(self, "_" + self.config.formulation.replace("-", "_"))()
         finally:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            self.close()
         self.store.set_run_status(self.RUN_ID, "finished")
         return self.front()
+
+    def close(self) -> None:
+        """Stop the workers (:meth:`run` does; a caller of :meth:`evaluate` alone does it itself)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def all_points(self) -> list[Point]:
         return [self.points[k] for k in self.order]

@@ -255,7 +255,7 @@ class Pool:
         """This generation's pool, without the points already evaluated."""
         search = self.search
         if self.whole is not None:
-            mask = np.array([k not in search.points for k in self.whole_keys], dtype=bool)
+            mask = np.array([search.point(k) is None for k in self.whole_keys], dtype=bool)
             return self.whole[mask]
         cards = np.array(search.joint.cardinalities)
         rows = [tuple(int(v) for v in search.joint.sample(rng)) for _ in range(POOL_RANDOM)]
@@ -267,7 +267,7 @@ class Pool:
                 b[i] = int(rng.integers(cards[i]))
             rows.append(tuple(b))
         pool = self.canonical_rows(rows)
-        mask = np.array([k not in search.points for k in self.keys], dtype=bool)
+        mask = np.array([search.point(k) is None for k in self.keys], dtype=bool)
         return pool[mask] if len(pool) else pool
 
 
@@ -343,9 +343,9 @@ def space_median(search, pool: Pool, candidates: np.ndarray, predicted: np.ndarr
     (``candidates``, in the pool's order) at ``predicted``."""
     n_obj = predicted.shape[1]
     values = np.empty((len(pool.whole), n_obj))
-    evaluated = np.array([k in search.points for k in pool.whole_keys], dtype=bool)
+    evaluated = np.array([search.point(k) is not None for k in pool.whole_keys], dtype=bool)
     values[~evaluated] = predicted
-    values[evaluated] = np.array([search.F(search.points[k]) for k, e in zip(pool.whole_keys, evaluated) if e],
+    values[evaluated] = np.array([search.F(search.point(k)) for k, e in zip(pool.whole_keys, evaluated) if e],
                                  dtype=float).reshape(-1, n_obj)
     return np.array([weighted_median(values[:, k], pool.whole_counts) for k in range(n_obj)])
 

@@ -111,7 +111,7 @@ def _candidate_pool(search, algorithm, problem, rng: np.random.Generator) -> np.
             continue
         canonical = search.canonical(genome)  # equivalent candidates are one candidate
         key = point_key(canonical, hws)
-        if key in search.points or key in seen:
+        if search.point(key) is not None or key in seen:
             continue
         seen.add(key)
         pool.append(canonical + x[len(canonical):])

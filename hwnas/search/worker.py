@@ -70,11 +70,12 @@ class PointEvaluator:
         digest = hashlib.sha256(json.dumps(acc_settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         self.accuracy_namespace = f"accuracy/{self.space.name if self.space else 'onnx'}/{digest}"
 
-    def candidate(self, genome, hw):
+    def candidate(self, genome, hw, exported: str | None = None):
+        """``exported``: the file the search already exported the network to (read when it is there)."""
         from hwnas.pipeline.evaluate import Candidate
 
         if self.space is not None:
-            return Candidate.from_space(self.space, genome, hw)
+            return Candidate.from_space(self.space, genome, hw, exported=exported)
         return Candidate.from_onnx(self.config.onnx, hw)
 
     def accuracy_of(self, genome: tuple[int, ...], target=None, hw: dict[str, Any] | None = None) -> float | None:
@@ -97,8 +98,9 @@ class PointEvaluator:
         self.store.put(self.accuracy_namespace, key, value)
         return value
 
-    def __call__(self, task: tuple[tuple[int, ...], list[dict[str, Any]] | None]) -> dict[str, Any]:
-        """Evaluate one point on every target; each target's outcome is recorded as it ends.
+    def __call__(self, task: tuple) -> dict[str, Any]:
+        """Evaluate one point, ``(genome, hws)`` or ``(genome, hws, exported ONNX file)``, on every target;
+        each target's outcome is recorded as it ends.
 
         A task whose hardware part is None asks for the architecture's accuracy only.
         """
@@ -107,13 +109,14 @@ class PointEvaluator:
 
         from hwnas.pipeline.evaluate import evaluate
 
-        genome, hws = task
+        genome, hws = task[:2]
+        exported = task[2] if len(task) > 2 else None
         if hws is None:
             return self._journaled({"accuracy": self.accuracy_of(tuple(genome))})
         started = time.time()
         result: dict[str, Any] = {"metrics": {}, "error": None}
         for target, hw in zip(self.targets, hws):
-            cand = self.candidate(genome, hw)
+            cand = self.candidate(genome, hw, exported)
             key = cand.key(hw)
             if result["error"] is None:
                 try:

@@ -58,7 +58,7 @@ def test_an_equivalent_candidate_takes_the_stored_result_and_costs_no_evaluation
     assert search.evaluated == 1 and a is b is c and a.genome == live
     assert search.store.count(Search.RUN_ID) == 1
     alias = search.store.get(search.equivalent_namespace, point_key(dead, HW))
-    assert alias == {"genome": list(dead), "hws": HW, "canonical": list(live), "same_as": a.key}
+    assert alias == {"genome": list(dead), "hws": HW, "canonical": list(live), "same_as": a.key, "by": "genome"}
     # a candidate first met in its dead form is evaluated as its canonical form
     other = next(g for g in map(index_to_genome, range(NUM_ARCHS)) if live_genome(g) not in (g, live))
     [d] = search.evaluate([x(other)])
