@@ -16,7 +16,8 @@ the script
    the table gives the medians, and the spread (half the interquartile range,
    relative) of the tuned/ORT ratio over the rounds;
 5. with ``--profile``: times each kernel of the tuned artifact alone (as the
-   ``lut`` cost method does) and prints the kernels with the largest share.
+   ``lut`` cost method does) and inside the network (the VM's instrument hook
+   around every call), and prints the kernels with the largest share, both ways.
 
 Every runtime uses ``--threads`` threads. Results are appended to
 ``--state``/results.json as each network finishes.
@@ -47,7 +48,8 @@ parser.add_argument("--trials", type=int, default=32, help="knob configs timed p
 parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--per-round", type=int, default=10, help="samples per runtime and round (default 10)")
 parser.add_argument("--state", default="zoo-state", help="tuning databases, ONNX files and results.json")
-parser.add_argument("--profile", action="store_true", help="time the tuned artifact's kernels alone; print the top")
+parser.add_argument("--profile", action="store_true",
+                    help="time the tuned artifact's kernels alone and inside the network; print the top")
 args = parser.parse_args()
 os.environ["TVM_NUM_THREADS"] = str(args.threads)
 
@@ -64,16 +66,53 @@ from hwnas.targets import get_target  # noqa: E402
 RTOL = 1e-4
 
 
-def profile(built, top: int = 8) -> list[tuple[str, int, float, float]]:
-    """(kernel, calls, ms per call, share of the kernels' sum) of the ``top`` kernels, each timed alone."""
+def in_network(built, arrays: list, runs: int = 30) -> dict[str, float]:
+    """Milliseconds per inference spent in each function the VM calls (kernels and the VM's builtins,
+    e.g. storage allocation), timed inside the network by the VM's instrument hook: the kernels as they
+    run there, after one another, with their weights and inputs wherever the previous kernels left the
+    caches. Each call's figure includes a few microseconds of the hook itself."""
+    import collections
+
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(built.executable, dev)
+    args = [tvm.runtime.tensor(a, dev) for a in arrays]
+    main = vm["main"]
+    main(*args)
+    spent: dict[str, float] = collections.defaultdict(float)
+    started = [0.0]
+
+    def hook(func, symbol, before, ret, *rest):
+        now = time.perf_counter()
+        if before:
+            started[0] = now
+        else:
+            spent[str(symbol)] += now - started[0]
+        return 0
+
+    vm.set_instrument(hook)
+    main(*args)
+    spent.clear()
+    for _ in range(runs):
+        main(*args)
+    return {k: v / runs * 1e3 for k, v in spent.items()}
+
+
+def profile(built, arrays: list, top: int = 8) -> tuple[list[tuple[str, int, float, float, float]], float, float]:
+    """(kernel, calls, ms per call alone, share of the kernels' sum alone, ms per inference in the network)
+    of the ``top`` kernels by time alone; the kernels' sum alone; the sum of every VM call in the network."""
     from hwnas.ir.workloads import extract, prim_funcs
 
     funcs = prim_funcs(built.module)
     rows = [(w.func, w.calls, measure.measure_kernel(funcs[w.func], built.tvm_target, repeats=5, min_repeat_ms=5))
             for w in extract(built.module)]
     total = sum(calls * ms for _, calls, ms in rows)
+    inside = in_network(built, arrays)
     rows.sort(key=lambda r: -r[1] * r[2])
-    return [(f, c, ms, c * ms / total) for f, c, ms in rows[:top]], total
+    return ([(f, c, ms, c * ms / total, inside.get(f, float("nan"))) for f, c, ms in rows[:top]], total,
+            sum(inside.values()))
 
 
 def run_model(name: str, state: Path) -> dict:
@@ -129,11 +168,14 @@ def run_model(name: str, state: Path) -> dict:
         row["failed_check"] = bad
         print(f"{name}: differs from ONNX Runtime: {bad}", file=sys.stderr)
     if args.profile:
-        top, total = profile(tuned.built)
-        row["profile"] = {"kernels_sum_ms": total, "top": top}
-        print(f"{name}: kernels alone sum to {total:.3f} ms; largest shares:", file=sys.stderr)
-        for func, calls, kms, share in top:
-            print(f"    {share * 100:5.1f}%  {kms:.4f} ms x {calls}  {func}", file=sys.stderr)
+        top, total, inside = profile(tuned.built, list(x.values()))
+        row["profile"] = {"kernels_sum_ms": total, "in_network_ms": inside, "top": top}
+        print(f"{name}: kernels alone sum to {total:.3f} ms, every VM call in the network to {inside:.3f} ms; "
+              f"largest shares alone (share, ms per call alone x calls, ms per inference in the network):",
+              file=sys.stderr)
+        for func, calls, kms, share, net_ms in top:
+            print(f"    {share * 100:5.1f}%  {kms:.4f} ms x {calls}  in network {net_ms:.4f} ms  {func}",
+                  file=sys.stderr)
     return row
 
 

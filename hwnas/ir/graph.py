@@ -107,7 +107,10 @@ def _value_type(vi) -> tuple:
     return (t.elem_type, tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim))
 
 
-def _graph_digest(g: onnx.GraphProto) -> bytes:
+def _graph_digest(g: onnx.GraphProto, shapes: dict[str, tuple] | None = None) -> bytes:
+    """``shapes``: each value's inferred (dtype, shape), part of the digest of the node that makes it (a
+    float constant that sets a shape, e.g. ``Resize``'s scales, counts through the shape it gives)."""
+    shapes = shapes or {}
     inits = {t.name: _tensor_digest(t) for t in g.initializer}
     values: dict[str, bytes] = {"": _digest("absent")}
     values.update(inits)
@@ -127,28 +130,33 @@ def _graph_digest(g: onnx.GraphProto) -> bytes:
             operands = [d for name, digest in zip(node.input, ins)
                         for d in (chains[name][1] if chains.get(name, ("",))[0] == family else [digest])]
             chains[node.output[0]] = (family, operands)
-            values[node.output[0]] = _digest("chain", family, *sorted(operands))
+            values[node.output[0]] = _digest("chain", family, shapes.get(node.output[0]), *sorted(operands))
             continue
         if node.op_type in _COMMUTATIVE and node.domain in ("", "ai.onnx"):
             ins = sorted(ins)
         d = _digest("node", node.domain, node.op_type, *sorted(_attribute_digest(a) for a in node.attribute),
-                    "inputs", *ins)
+                    "shapes", *[shapes.get(o) for o in node.output], "inputs", *ins)
         for k, out in enumerate(node.output):
             values[out] = _digest(d, k)
     return _digest("graph", *[values.get(o.name, _digest("outer", o.name)) for o in g.output])
 
 
 def structural_key(model: onnx.ModelProto) -> str:
-    """A hash of what ``model`` computes, as a graph: equal for graphs that differ only in what cannot
-    change the result.
+    """A hash of ``model``'s architecture: equal for two graphs that differ only in what does not change
+    the architecture.
 
-    Each value is hashed from the node that makes it and the hashes of that node's inputs, starting
-    from the outputs' side, so nodes on no path to an output (dead code) do not count, nor do names,
-    the order the nodes are listed in, the order of a commutative op's inputs (``Add``, ``Mul``, ...),
-    how a chain of one associative op is bracketed (``(a + b) + c`` and ``(a + c) + b`` are one sum),
-    or ``Identity`` / ``Dropout`` nodes. Weights (float tensors of more than one element) count by
-    dtype and shape, not by value: two networks of one architecture with other weights are one
-    architecture (a supernet or a training run gives them their weights). Every other constant
-    (shapes, axes, scalars) counts by value.
+    Each value is hashed from the node that makes it and the hashes of that node's inputs, and the key
+    is the outputs' hashes, so nodes on no path to an output (dead code) do not count, nor do names, the
+    order the nodes are listed in, the order of a commutative op's inputs (``Add``, ``Mul``, ...), how
+    a chain of one associative op is bracketed (``(a + b) + c`` and ``(a + c) + b`` are one sum), or
+    ``Identity`` / ``Dropout`` nodes. Every value's inferred dtype and shape count. Weights (float
+    tensors of more than one element) count by dtype and shape, not by value: one architecture with
+    other weights is one architecture (a supernet or a training run gives it its weights). Every other
+    constant (shapes, axes, scalars such as a clip bound) counts by value.
     """
-    return _digest("onnx", _graph_digest(model.graph)).hex()[:32]
+    try:
+        inferred = shape_inference.infer_shapes(model).graph
+        shapes = {vi.name: _value_type(vi) for vi in [*inferred.value_info, *inferred.output]}
+    except Exception:  # a model ONNX cannot infer: its structure alone
+        shapes = {}
+    return _digest("onnx", _graph_digest(model.graph, shapes)).hex()[:32]

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: a sample of a runtime: the mean of enough back-to-back calls to last this long (s)
 MIN_SAMPLE_S = 0.020
+#: seconds of idle before each run of samples, so the previous runtime's pool threads stop spinning: on
+#: 2 cores ONNX Runtime timed right after the tuned MobileNetV2 took 17 ms for its first call and 8.5 ms
+#: per call over its first 40 ms, 5.1 ms later; after 0.2 s idle, 5.2-5.4 ms from the first call (2026-12-05)
+SETTLE_S = 0.2
 #: rounds of the closing timing, and samples per runtime and round
 ROUNDS, PER_ROUND = 3, 5
 #: configs timed again in the closing rounds
@@ -130,13 +134,14 @@ def in_rounds(runtimes: dict[str, Callable[[], Any]], *, rounds: int = ROUNDS,
 
     The order of the runtimes turns by one from round to round, so a drift of
     the machine hits them all alike, and no runtime is timed right after a
-    switch against another's thread pool (each run of samples starts with a
-    warm-up).
+    switch against another's thread pool (each run of samples starts after
+    :data:`SETTLE_S` idle and a warm-up).
     """
     names = list(runtimes)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            time.sleep(SETTLE_S)
             sample = sampler(runtimes[name])
             samples[name] += [sample() for _ in range(per_round)]
     return samples

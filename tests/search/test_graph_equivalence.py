@@ -73,6 +73,19 @@ def test_structural_key_sees_shapes_attributes_scalars_and_integer_constants(cha
     assert structural_key(_conv_graph(**change)) != structural_key(_conv_graph())
 
 
+def _resize(scale):
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, scale, scale], dtype=np.float32), "scales")])
+    return structural_key(helper.make_model(graph))
+
+
+def test_a_float_constant_that_sets_a_shape_counts_through_the_shape():
+    assert _resize(2.0) != _resize(3.0)  # the scales are a float tensor, like a weight; the output is not
+
+
 def _sum3(first, second):
     """y = (p + q) + r, the inner sum's operands ``first``, then the third one."""
     names = ["p", "q", "r"]
