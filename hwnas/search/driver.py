@@ -2,7 +2,7 @@
 
 The joint genome is the architecture genes followed by each target's HSS
 genes. Candidates are canonicalised first (:meth:`Search.canonical`; nb201: the live genome), then, on
-targets that compile, keyed by their exported graph (:meth:`Search._structural_key`), so genomes that build
+targets that compile, keyed by their exported graph (:meth:`Search._graph_of`), so genomes that build
 the same network are one point. Every point is evaluated once per run (results come from the store
 when a run is resumed), in a worker pool, and written to the store as it
 finishes. Formulations:
@@ -138,15 +138,17 @@ class Search:
         self.equivalent_namespace = f"equivalent/{self.RUN_ID}"
         self.equivalent: set[str] = set()
         #: candidates (point key) whose canonical genome exports to the graph of another, evaluated, point
-        #: (its key), with the same hardware configs (see :meth:`_structural_key`)
+        #: (its key), with the same hardware configs (see :meth:`_graph_of`)
         self.aliases: dict[str, str] = {}
-        #: structural key -> the point evaluated for it
-        self._graph_owner: dict[str, str] = {}
+        #: (structural key, hardware configs) -> the point evaluated for them
+        self._graph_owner: dict[tuple[str, str], str] = {}
+        #: canonical genome -> its structural key, in the store (a resumed run exports nothing again)
         self.graph_namespace = f"graph/{self.RUN_ID}"
         self.by_graph = (config.equivalence == "graph" and self.evaluator.space is not None
                          and any(t.compiles for t in self.evaluator.targets))
-        #: point key -> the ONNX file exported for its structural key, until a worker has compiled it
-        self._exports: dict[str, Path] = {}
+        #: genome -> the ONNX file exported for its structural key during one :meth:`evaluate` call, handed to
+        #: the workers that compile the genome (with any hardware config); removed when the call ends
+        self._exports: dict[tuple[int, ...], Path] = {}
         self._export_dir: str | None = None
         self._pool = None
         #: time spent building, fitting and screening surrogate pools, and the generations it was spent on
@@ -250,16 +252,16 @@ class Search:
         """The point evaluated for point key ``key`` (the one whose graph it shares, for an alias), or None."""
         return self.points.get(self.aliases.get(key, key))
 
-    def _structural_key(self, genome: tuple[int, ...], hws, key: str) -> str | None:
-        """The structural key of the network of (canonical) ``genome`` with the hardware configs ``hws``:
-        :func:`~hwnas.ir.graph.structural_key` of its exported ONNX graph (dead code, names, node order and
-        weight values do not count) plus ``hws``. Kept in the store (namespace ``graph/<run id>``), so a
-        resumed run exports nothing again; the export is kept for the worker that compiles the point. None
-        when the network does not export (its evaluation then fails and says why)."""
-        stored = self.store.get(self.graph_namespace, key)
+    def _graph_of(self, genome: tuple[int, ...], hws) -> tuple[str, str] | None:
+        """The structural key of the network of (canonical) ``genome`` with its hardware configs ``hws``:
+        :func:`~hwnas.ir.graph.structural_key` of the exported ONNX graph (dead code, names, node order and
+        weight values do not count), kept in the store per genome, with ``hws``. The export made for it is
+        kept for the workers that compile the genome in this :meth:`evaluate` call. None when the network does
+        not export (its evaluation then fails and says why)."""
+        hw = json.dumps(list(hws), sort_keys=True)
+        stored = self.store.get(self.graph_namespace, json.dumps(list(genome)))
         if stored is not None:
-            return stored["graph"]
-        import hashlib
+            return stored, hw
         import tempfile
 
         import onnx
@@ -271,20 +273,15 @@ class Search:
         if self._export_dir is None:
             self._export_dir = tempfile.mkdtemp(prefix="hwnas-graph-")
         try:
-            path = export_onnx(space.build(genome), space.input_shape(genome), Path(self._export_dir) / f"{key}.onnx")
+            path = export_onnx(space.build(genome), space.input_shape(genome),
+                               Path(self._export_dir) / f"{len(self._exports)}.onnx")
             graph = structural_key(onnx.load(str(path)))
         except Exception as exc:  # the worker's own export will fail the same way, and record why
             log.info("no structural key for %s: %s", list(genome), exc)
             return None
-        self._exports[key] = path
-        value = hashlib.sha256(json.dumps({"graph": graph, "hw": list(hws)}, sort_keys=True).encode()).hexdigest()[:32]
-        self.store.put(self.graph_namespace, key, {"graph": value})
-        return value
-
-    def _drop_export(self, key: str) -> None:
-        path = self._exports.pop(key, None)
-        if path is not None:
-            path.unlink(missing_ok=True)
+        self._exports[tuple(genome)] = path
+        self.store.put(self.graph_namespace, json.dumps(list(genome)), graph)
+        return graph, hw
 
     def evaluate(self, X: Sequence[Sequence[int]], *, limit: int | None = None) -> list[Point | None]:
         """Points of ``X`` (None where the budget ran out first); each distinct point is evaluated once.
@@ -293,12 +290,12 @@ class Search:
         one evaluated (or being evaluated) takes that point's result, with the canonical genome in ``x``
         and ``genome``, and does not count against the budget. With ``equivalence="graph"`` on a target
         that compiles, a new canonical genome whose network exports to the graph of a point evaluated (or
-        being evaluated), with the same hardware configs (:meth:`_structural_key`), takes that point
-        (:attr:`aliases`) the same way."""
+        being evaluated), with the same hardware configs, takes that point
+        (:attr:`aliases`) the same way (:meth:`_graph_of`)."""
         try:
             return self._evaluate(X, self.config.budget if limit is None else min(limit, self.config.budget))
         finally:
-            if self._export_dir is not None:  # every export was compiled, or its point needed none
+            if self._export_dir is not None:  # the batch is compiled: its exports are no longer needed
                 import shutil
 
                 shutil.rmtree(self._export_dir, ignore_errors=True)
@@ -332,16 +329,14 @@ class Search:
                 self._add(stored)
                 self.from_store += 1
                 out[i] = stored
-                if self.by_graph and (graph := self._structural_key(genome, hws, key)) is not None:
+                if self.by_graph and (graph := self._graph_of(genome, hws)) is not None:
                     self._graph_owner.setdefault(graph, key)
-                    self._drop_export(key)
                 continue
             if self.evaluated + len(tasks) >= limit:
                 continue
-            if self.by_graph and (graph := self._structural_key(genome, hws, key)) is not None:
+            if self.by_graph and (graph := self._graph_of(genome, hws)) is not None:
                 owner = self._graph_owner.setdefault(graph, key)
                 if owner != key:  # another point has this graph: take its result, evaluated or pending
-                    self._drop_export(key)
                     self.aliases[key] = owner
                     first = self.points.get(owner) or next(p for k, p in tasks if k == owner)
                     self._note_equivalent(genome, hws, first.genome, owner, by="graph")
@@ -367,14 +362,13 @@ class Search:
                                                {}, "failed", outcome.error, {}, None)
                 self.store.put(self.namespace, key, p.as_dict())
                 self.points[key] = p
-                self._drop_export(key)
                 if self.progress is not None:
                     self.progress(self)
                 for i in todo[key]:
                     out[i] = p
 
-            self._workers().run([(p.genome, p.hws, str(self._exports[key]) if key in self._exports else None)
-                                 for key, p in tasks], done)
+            exported = {g: str(path) for g, path in self._exports.items()}
+            self._workers().run([(p.genome, p.hws, exported.get(tuple(p.genome))) for _, p in tasks], done)
             self.order += [key for key, _ in tasks if key in self.points]  # task order, whatever finished first
         if self.config.ladder is not None:
             self.reprice_front()

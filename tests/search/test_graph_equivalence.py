@@ -200,6 +200,8 @@ def test_a_search_evaluates_one_exported_graph_once_and_the_store_says_so(tmp_pa
     assert sorted((tuple(n["genome"]), tuple(n["canonical"]), n["by"]) for n in notes) == sorted(
         [(a_live, a, "graph"), (b_same, b, "graph"), (b_plain, b, "graph")])
     assert sorted(run.point(k).key for k in run.aliases) == sorted([out[0].key, out[1].key, out[1].key])
+    # one structural key per genome: b with the other config took b's (no second export)
+    assert len(run.store.values(run.graph_namespace)) == 6
     # each point was compiled from the export its structural key was read from (nothing exported twice)
     rows = run.store.evaluations(Search.RUN_ID)
     assert len(rows) == 4 and all(r.timings.get("export_reused") == 1.0 for r in rows)
