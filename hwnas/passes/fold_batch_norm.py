@@ -46,9 +46,10 @@ def _uses(func) -> Counter:
 
 @relax.expr_functor.mutator
 class _Folder(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule) -> None:
+    def __init__(self, mod: tvm.IRModule, scale_shift: bool) -> None:
         super().__init__(mod)
         self.mod_ = mod
+        self.scale_shift = scale_shift
         self.uses: Counter = Counter()
         self.folded = 0
         self.bn = tvm.ir.Op.get("relax.nn.batch_norm")
@@ -86,26 +87,41 @@ class _Folder(relax.PyExprMutator):
             gamma = np.ones_like(mean)
         if not bool(bn.attrs.center):
             beta = np.zeros_like(mean)
+        scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))
+        folded = self._into_conv(bn.args[0], scale, beta - scale * mean)
+        if folded is not None:
+            return folded
         x = bn.args[0]
+        ndim = len(x.ty.shape.values) if hasattr(x.ty, "shape") and hasattr(x.ty.shape, "values") else 0
+        if not self.scale_shift or ndim < 2 or int(x.ty.shape.values[1]) != scale.size:
+            return op
+        dtype = str(x.ty.dtype)
+        per_channel = [1, scale.size] + [1] * (ndim - 2)
+        self.folded += 1
+        return relax.op.add(relax.op.multiply(x, relax.const(scale.reshape(per_channel).astype(dtype), dtype)),
+                            relax.const((beta - scale * mean).reshape(per_channel).astype(dtype), dtype))
+
+    def _into_conv(self, x, scale: np.ndarray, shift: np.ndarray):
+        """``conv2d(x', W * scale) + (scale * bias + shift)`` when ``x`` is a conv (plus a bias) that feeds
+        nothing but the batch norm; None otherwise."""
         bias = None
         add = self._call(x, self.add)
         if add is not None:
             c = self._const(add.args[1])
             if c is None or self.uses[x] != 1:
-                return op
+                return None
             bias, x = c, add.args[0]
         conv = self._call(x, self.conv2d)
         if conv is None or self.uses[x] != 1 or not isinstance(conv.args[1], tvm.ir.GenericConst):
-            return op
+            return None
         a_ = conv.attrs
         if str(a_.data_layout) != "NCHW" or str(a_.kernel_layout) != "OIHW" or str(a_.out_layout) != "NCHW":
-            return op
+            return None
         w = conv.args[1].value.numpy()
         k = w.shape[0]
-        if mean.shape != (k,) or (bias is not None and bias.size != k):
-            return op
-        scale = gamma / np.sqrt(var + float(bn.attrs.epsilon))
-        shift = beta - scale * mean + (scale * bias.reshape(-1) if bias is not None else 0.0)
+        if scale.shape != (k,) or (bias is not None and bias.size != k):
+            return None
+        shift = shift + (scale * bias.reshape(-1) if bias is not None else 0.0)
         dtype = str(w.dtype)
         new_conv = self.builder_.emit(relax.op.nn.conv2d(
             conv.args[0], relax.const((w * scale.reshape(-1, 1, 1, 1)).astype(dtype), dtype),
@@ -125,9 +141,17 @@ class _Folder(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
 class FoldBatchNorm:
-    """Fold inference-mode batch norms into the convolutions before them (see the module doc)."""
+    """Fold inference-mode batch norms into the convolutions before them (see the module doc).
+
+    ``scale_shift``: a batch norm that cannot be folded (it follows no conv, e.g. DenseNet's pre-activation
+    ones after a concatenation) becomes ``x * a + b`` with per-channel constants, elementwise ops that
+    fuse with what follows and that a packed layout passes through (``relax.nn.batch_norm`` has no packed
+    layout). Off by default: the quantizer keeps such a batch norm as its own float step."""
+
+    def __init__(self, scale_shift: bool = False) -> None:
+        self.scale_shift = scale_shift
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        folder = _Folder(mod)
+        folder = _Folder(mod, self.scale_shift)
         out = folder.run()
         return relax.transform.DeadCodeElimination()(out) if folder.folded else mod

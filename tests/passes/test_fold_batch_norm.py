@@ -72,6 +72,22 @@ def test_folded_network_equals_onnxruntime(tmp_path, reuse_conv):
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+def test_a_batch_norm_that_cannot_fold_becomes_a_scale_and_shift(tmp_path):
+    """With ``scale_shift`` the batch norm kept for a conv output used elsewhere becomes ``x * a + b``."""
+    path = _conv_bn_onnx(tmp_path / "convbn.onnx", reuse_conv=True)
+    mod = lower.to_relax(lower.load_onnx(path))
+    folded = FoldBatchNorm(scale_shift=True)(mod)
+    assert _batch_norms(folded) == 0
+    ops = []
+    relax.analysis.post_order_visit(folded["main"], lambda e: ops.append(e.op.name) if isinstance(
+        e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None)
+    assert ops.count("relax.multiply") == 1 and ops.count("relax.nn.conv2d") == 2
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(path).run(None, {"input": x})[0]
+    got = _run(folded, x)
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
 def test_quantized_network_is_integer_after_the_fold(tmp_path):
     path = _conv_bn_onnx(tmp_path / "convbn.onnx")
     mod = lower.to_relax(lower.load_onnx(path))

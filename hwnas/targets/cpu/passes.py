@@ -2,8 +2,10 @@
 
 CPU passes, in the order a CPU target runs them:
 
-* before legalization and fusion (:func:`cpu_graph_passes`):
-  :class:`ConvertLayoutNCHWc` (only for ``layout == "NCHWc"``), then
+* before legalization and fusion (:func:`cpu_graph_passes`), only for
+  ``layout == "NCHWc"``: :class:`~hwnas.passes.fold_batch_norm.FoldBatchNorm`
+  (batch norms into the convs before them, or else a scale and shift), then
+  :class:`ConvertLayoutNCHWc`, then
   ``FoldConstant`` (packs the weights into constants) and
   ``EliminateCommonSubexpr`` (one layout transform per value); for every
   layout, :class:`FastSigmoid` last (sigmoid and SiLU by a vectorizable exp);
@@ -21,6 +23,7 @@ from typing import Any
 
 import tvm
 
+from hwnas.passes.fold_batch_norm import FoldBatchNorm
 from hwnas.targets.cpu.convert_layout_nchwc import ConvertLayoutNCHWc
 from hwnas.targets.cpu.fast_math import FastSigmoid
 from hwnas.targets.cpu.schedule_injective import ScheduleInjective
@@ -49,6 +52,10 @@ def cpu_graph_passes(config: Mapping[str, Any]) -> list[tvm.transform.Pass]:
     if cfg.layout != "NCHWc":
         return [FastSigmoid()]
     return [
+        # an inference batch norm becomes the conv's weights and bias, or else a per-channel scale and shift
+        # (DenseNet's pre-activation ones, after a concatenation), which the packed layout passes through:
+        # relax.nn.batch_norm has no packed layout, so each went back to NCHW and forth around it
+        FoldBatchNorm(scale_shift=True),
         ConvertLayoutNCHWc(cfg.pack, winograd=cfg.conv_algo == "winograd"),
         relax.transform.FoldConstant(),
         relax.transform.EliminateCommonSubexpr(),

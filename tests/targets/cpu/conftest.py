@@ -72,6 +72,25 @@ class _Glue(nn.Module):
         return y.mean((2, 3))
 
 
+class _DenseBlock(nn.Module):
+    """A stem conv, then two DenseNet layers: batch norm, ReLU and a conv on the concatenation of all earlier
+    maps (the batch norms follow a concatenation, not a conv, so the exporter cannot fold them)."""
+
+    def __init__(self, c: int = 16, growth: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(c + i * growth), nn.ReLU(), nn.Conv2d(c + i * growth, growth, 3, padding=1,
+                                                                                bias=False))
+            for i in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.layers:
+            x = torch.cat([x, layer(x)], 1)
+        return x
+
+
 class _ChannelMean(nn.Module):
     """A channel mean multiplied into a packable conv's output: TVM's ConvertLayout fails on it."""
 
@@ -169,6 +188,10 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "expand72": (lambda: _InvertedResidual(24, 3), (1, 24, 8, 8)),
     # 36 channels (padded to 40 under pack 8) into a residual add and a global mean
     "odd_channels": (_OddChannels, (1, 8, 6, 6)),
+    # DenseNet: batch norms after concatenations
+    "dense_block": (_DenseBlock, (1, 3, 8, 8)),
+    # a 3x3 conv whose input (8 x 18 x 18 padded) outweighs its weights (16 x 8 x 3 x 3): rows split per thread
+    "wide_map": (lambda: _relu(nn.Conv2d(8, 16, 3, padding=1)), (1, 8, 16, 16)),
     # a graph TVM's ConvertLayout cannot convert with every conv packed
     "channel_mean": (_ChannelMean, (1, 8, 6, 6)),
 }

@@ -169,7 +169,20 @@ def test_fused_and_compiled_module_use_the_packed_layout(pipeline, config, struc
 def test_graph_passes_for_each_layout():
     assert [p.info.name for p in cpu_graph_passes({"layout": "NCHW", "pack": 8})] == ["FastSigmoid"]
     names = [p.info.name for p in cpu_graph_passes({"layout": "NCHWc", "pack": 16})]
-    assert names == ["ConvertLayoutNCHWc", "FoldConstant", "EliminateCommonSubexpr", "FastSigmoid"]
+    assert names == ["FoldBatchNorm", "ConvertLayoutNCHWc", "FoldConstant", "EliminateCommonSubexpr", "FastSigmoid"]
+
+
+def test_batch_norms_after_a_concatenation_stay_packed(pipeline, config):
+    """DenseNet's batch norms (after a concatenation, not a conv) become a per-channel scale and shift in
+    the packed layout, fused with their ReLU: no layout transform inside the block (DenseNet-121 spent 8 of
+    46 ms in such transforms before, each batch norm going back to NCHW and forth), and the output is right."""
+    cfg = config(layout="NCHWc", pack=8)
+    fused = pipeline.fused("dense_block", cfg)
+    names = sorted(prim_funcs(fused))
+    assert not [n for n in names if "batch_norm" in n]
+    assert len([n for n in names if "layout_transform" in n]) == 1  # the output, back to NCHW
+    assert len([n for n in names if "multiply" in n and "add" in n and "relu" in n]) == 2
+    pipeline.check_numerics("dense_block", cfg)
 
 
 @pytest.mark.parametrize("pack", [0, 1, 8.0, True, "8"])

@@ -199,3 +199,27 @@ def test_every_conv_of_the_test_nets_is_scheduled(pipeline, config, structure):
 def test_unscheduled_pipeline_matches_too(pipeline):
     """The reference the schedules are compared against: the plain fused build is right."""
     pipeline.check_numerics("residual", None)
+
+
+def test_rows_split_one_band_per_thread_when_the_input_outweighs_the_weights(pipeline, config, structure):
+    """With 2 threads, a conv whose input outweighs its weights gives each thread one band of output rows
+    (all output channels), the knob's loop order inside the band: the next conv, split alike, reads the
+    rows this thread wrote. One thread, or a conv whose weights outweigh its input, keeps the knob's
+    parallel loop."""
+    before = pipeline.fused("wide_map")  # 8 -> 16 channels, 16x16, 3x3
+
+    def loops(**overrides):
+        after = pipeline.schedule(before, [TileConv2d(config(**overrides))])
+        return structure.loops_of(_conv_func(after), "conv2d_nchw_update")
+
+    banded = loops()
+    # (batch, oh.p) parallel, then oc_outer's oc.o (16 / 8), oh.q (16 rows / 2), ow.o (16 / 8), ...
+    assert banded[:4] == [(2, "parallel"), (2, "serial"), (8, "serial"), (2, "serial")]
+    assert loops(num_threads=1)[:2] == [(32, "parallel"), (2, "serial")]  # (batch, oc.o, oh.o), ow.o
+    assert loops(loop_order="spatial_outer")[:4] == [(2, "parallel"), (8, "serial"), (2, "serial"), (2, "serial")]
+    assert loops(parallel="none")[0] == (1, "serial")
+    pipeline.check_numerics("wide_map", config())
+    pipeline.check_numerics("wide_map", config(layout="NCHWc", pack=8, loop_order="rc_outer"))
+    heavy = structure.loops_of(_conv_func(pipeline.schedule(pipeline.fused("conv"), [TileConv2d(config())])),
+                               "conv2d_nchw_update")
+    assert heavy[0] == (40, "parallel")  # 12 -> 20 channels at 10x10: weights 2160 floats, input 1728

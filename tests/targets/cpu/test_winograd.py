@@ -105,3 +105,24 @@ def test_cpu_tuned_tunes_the_winograd_product_per_workload_and_matches_onnxrunti
         assert schedule_winograd(fixed, CpuScheduleConfig.from_mapping(config(**hw)).vector_width)
         knobs = CpuScheduleConfig.from_mapping({**config(**hw), **default_knobs(func)})
         assert workload_key(schedule_with(func, knobs)) == workload_key(fixed.mod["main"])
+
+
+def test_the_product_is_split_by_tiles_when_the_input_outweighs_the_transformed_weights(pipeline, config,
+                                                                                      monkeypatch):
+    """ResNet-18's 56x56x64 convs split the batched product and the output transform by tiles (rows), as the
+    input transform is; its 28x28x128 ones (transformed weights 16 x 128 x 128 > input 4 x 196 x 128) and any
+    conv with one block of tiles split by output channels. The two schedules differ and both are right."""
+    from hwnas.targets.cpu import winograd
+
+    assert winograd.split_by_tiles(28 * 28, 49, 64) and not winograd.split_by_tiles(14 * 14, 13, 128)
+    assert not winograd.split_by_tiles(400, 1, 16)
+    cfg = config(layout="NCHWc", pack=8, conv_algo="winograd")
+    rule = winograd.split_by_tiles
+    texts = {}
+    for by_tiles in (True, False):
+        monkeypatch.setattr(winograd, "split_by_tiles", lambda *a, _v=by_tiles: _v and rule(*a))
+        after = pipeline.scheduled("wide_map", cfg)  # 8 -> 16 channels at 16x16: 64 tiles, 4 x 64 >= 16 x 16
+        (name,) = [n for n in prim_funcs(after) if CONV2D_NCHWC_WINOGRAD in n]
+        texts[by_tiles] = prim_funcs(after)[name].script()
+        pipeline.check_numerics("wide_map", cfg)
+    assert texts[True] != texts[False]
