@@ -15,6 +15,8 @@ the script
    from round to round; a sample is the mean of enough calls to last 20 ms);
    the table gives the medians, and the spread (half the interquartile range,
    relative) of the tuned/ORT ratio over the rounds;
+   With ``--reuse`` nothing is tuned: each network's config from its last row in
+   ``--state``/results.json is rebuilt from its tuning database (the table says when it was tuned);
 5. with ``--profile``: times each kernel of the tuned artifact alone (as the
    ``lut`` cost method does) and inside the network (the VM's instrument hook
    around every call), and prints the kernels with the largest share, both ways.
@@ -48,6 +50,9 @@ parser.add_argument("--trials", type=int, default=32, help="knob configs timed p
 parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--per-round", type=int, default=10, help="samples per runtime and round (default 10)")
 parser.add_argument("--state", default="zoo-state", help="tuning databases, ONNX files and results.json")
+parser.add_argument("--reuse", action="store_true",
+                    help="tune nothing: rebuild each network's tuned config (its last row in --state/results.json) "
+                         "from its tuning database, e.g. to time the same tuning after a compiler change")
 parser.add_argument("--profile", action="store_true",
                     help="time the tuned artifact's kernels alone and inside the network; print the top")
 args = parser.parse_args()
@@ -115,19 +120,43 @@ def profile(built, arrays: list, top: int = 8) -> tuple[list[tuple[str, int, flo
             sum(inside.values()))
 
 
+def rebuild(name: str, state: Path, onnx_path: Path) -> tuple[object, dict]:
+    """The tuned build of the config in ``name``'s last row of ``state``/results.json, from its tuning
+    database, tuning nothing; and that row's tuning figures."""
+    kept = json.loads((state / "results.json").read_text()) if (state / "results.json").exists() else []
+    earlier = [r for r in kept if r["model"] == name]
+    if not earlier or not (state / f"db-{name}").is_dir():
+        raise HwnasError(f"--reuse: no earlier row or tuning database for {name} in {state}")
+    row = earlier[-1]
+    target = get_target("cpu:tuned")
+    target.tuning_root, target.tune_budget_s = state / f"db-{name}", 0.0
+    hw = [c for c in target.network_configs(args.threads) if label(c) == row["layout"]]
+    if not hw:
+        raise HwnasError(f"--reuse: {name}'s config {row['layout']!r} is not one of cpu:tuned's")
+    tuned = evaluate(Candidate.from_onnx(onnx_path, hw[0]), target, cost="measure")
+    figures = {k: row[k] for k in ("tune_s", "budget_min", "stopped", "configs", "workloads_tuned")}
+    return tuned, {**figures, "tuned_on": row.get("tuned_on", row["date"])}
+
+
 def run_model(name: str, state: Path) -> dict:
     torch.set_num_threads(args.threads)
     net = build_net(name)
     onnx_path = state / f"{name}.onnx"
     export_onnx(net, (1, 3, 224, 224), onnx_path)
-    t0 = time.perf_counter()
-    outcome = tune_model(onnx_path, "cpu", budget_s=args.tune_minutes * 60, threads=args.threads, trials=args.trials,
-                         database=state / f"db-{name}",
-                         on_progress=lambda s: None)
-    tune_s = time.perf_counter() - t0
-    tuned = outcome.best
-    print(f"{name}: tuned in {tune_s:.0f} s ({outcome.stopped}): {label(tuned.hw)}; closing rounds "
-          f"{outcome.best_ms:.3f} ms vs ORT {outcome.ort_ms:.3f} ms", file=sys.stderr, flush=True)
+    if args.reuse:
+        tuned, tuning = rebuild(name, state, onnx_path)
+        print(f"{name}: rebuilt {label(tuned.hw)} from the tuning of {tuning['tuned_on']}", file=sys.stderr,
+              flush=True)
+    else:
+        t0 = time.perf_counter()
+        outcome = tune_model(onnx_path, "cpu", budget_s=args.tune_minutes * 60, threads=args.threads,
+                             trials=args.trials, database=state / f"db-{name}", on_progress=lambda s: None)
+        tuned = outcome.best
+        tuning = {"tune_s": time.perf_counter() - t0, "budget_min": args.tune_minutes, "stopped": outcome.stopped,
+                  "configs": len(outcome.steps),
+                  "workloads_tuned": int(sum(s.counters.get("tuning_tuned", 0) for s in outcome.steps))}
+        print(f"{name}: tuned in {tuning['tune_s']:.0f} s ({outcome.stopped}): {label(tuned.hw)}; closing rounds "
+              f"{outcome.best_ms:.3f} ms vs ORT {outcome.ort_ms:.3f} ms", file=sys.stderr, flush=True)
     plain = evaluate(Candidate.from_onnx(onnx_path, {"num_threads": args.threads}), get_target("cpu"), cost="measure")
 
     x = measure.random_inputs(tuned.built.inputs)
@@ -157,9 +186,7 @@ def run_model(name: str, state: Path) -> dict:
     row = {"model": name, "ms": ms, "ratio": ms["tuned"] / ms["ort"], "round_ratios": ratios, "errors": errors,
            "ratio_best_ort": ms["tuned"] / min(ms["ort"], ms["ort_nospin"]),
            "samples_ms": samples,
-           "layout": label(tuned.hw), "tune_s": tune_s, "budget_min": args.tune_minutes,
-           "stopped": outcome.stopped, "configs": len(outcome.steps),
-           "workloads_tuned": int(sum(s.counters.get("tuning_tuned", 0) for s in outcome.steps)),
+           "layout": label(tuned.hw), **tuning,
            "workloads_untuned": int(tuned.timings.get("tuning_untuned", 0)),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": measure.host_cpu(),
            "threads": args.threads}
@@ -194,7 +221,8 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['model']} | {ms['ort']:.2f} | {ms['ort_nospin']:.2f} | {ms['torch']:.2f} | {ms['plain']:.2f} | "
               f"{ms['tuned']:.2f} | {r['ratio']:.2f}x ({spread}) | {r['ratio_best_ort']:.2f}x | {r['layout']} | "
               f"{r['tune_s']:.0f} / {r['budget_min'] * 60:.0f} "
-              f"({r['configs']} configs, {r['workloads_tuned']} workloads) | {err:.1e} |")
+              f"({r['configs']} configs, {r['workloads_tuned']} workloads"
+              f"{', tuned ' + r['tuned_on'] if 'tuned_on' in r else ''}) | {err:.1e} |")
     for key, what in (("ratio", "ORT"), ("ratio_best_ort", "the faster ORT")):
         ratios = [r[key] for r in rows]
         print(f"median tuned / {what} {statistics.median(ratios):.2f}x; worst {max(ratios):.2f}x ({len(rows)} models)")

@@ -13,7 +13,9 @@ batch norm that follows a convolution in eval mode; this pass does the same
 for ONNX files from elsewhere (other exporters, ``--onnx`` models). It folds
 only when the convolution (and the bias add) feed nothing but the batch norm,
 the convolution is NCHW/OIHW with a constant weight, and the batch norm
-normalises axis 1 in inference mode; anything else is left as it is.
+normalises axis 1 in inference mode; anything else is left as it is, or, with
+``FoldBatchNorm(scale_shift=True)`` (the CPU target's packed layout), becomes
+``x * a + b`` with per-channel constants.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections import Counter
 import numpy as np
 import tvm
 from tvm import relax
+
+from hwnas.ir.relax_util import static_shape
 
 
 def _uses(func) -> Counter:
@@ -92,11 +96,11 @@ class _Folder(relax.PyExprMutator):
         if folded is not None:
             return folded
         x = bn.args[0]
-        ndim = len(x.ty.shape.values) if hasattr(x.ty, "shape") and hasattr(x.ty.shape, "values") else 0
-        if not self.scale_shift or ndim < 2 or int(x.ty.shape.values[1]) != scale.size:
+        shape = static_shape(x)
+        if not self.scale_shift or shape is None or len(shape) < 2 or shape[1] != scale.size:
             return op
         dtype = str(x.ty.dtype)
-        per_channel = [1, scale.size] + [1] * (ndim - 2)
+        per_channel = [1, scale.size] + [1] * (len(shape) - 2)
         self.folded += 1
         return relax.op.add(relax.op.multiply(x, relax.const(scale.reshape(per_channel).astype(dtype), dtype)),
                             relax.const((beta - scale * mean).reshape(per_channel).astype(dtype), dtype))

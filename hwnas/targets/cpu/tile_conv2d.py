@@ -57,9 +57,8 @@ This module also holds the small helpers :mod:`tile_dense` and
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
