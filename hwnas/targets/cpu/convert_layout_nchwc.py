@@ -331,7 +331,10 @@ class _PackedConvToTIR(PyExprMutator):
                 and winograd.qualifies(static_shape(data), static_shape(weight), attrs.strides, attrs.padding,
                                        attrs.dilation, out_dtype)):
             # the weights' transform is a call on constants: FoldConstant computes it at build time
-            u = self.builder_.emit(self.builder_.call_te(winograd.weight_transform_compute, weight,
+            _, c_blocks, height, width, c_pack = static_shape(data)
+            o_blocks, _, _, _, _, o_pack = static_shape(weight)
+            m = winograd.tile_size(height, width, c_blocks * c_pack, o_blocks * o_pack)
+            u = self.builder_.emit(self.builder_.call_te(winograd.weight_transform_compute, weight, m,
                                                          primfunc_name_hint=winograd.WEIGHT_TRANSFORM))
             return self.builder_.call_te(winograd.conv_compute, data, u, out_dtype=out_dtype,
                                          primfunc_name_hint=winograd.CONV2D_NCHWC_WINOGRAD)

@@ -1,30 +1,37 @@
-"""Winograd F(2x2, 3x3) for packed 3x3 stride-1 convolutions on the CPU (knob ``conv_algo``).
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) for packed 3x3 stride-1 convolutions on the CPU (knob ``conv_algo``).
 
-A 3x3 convolution computes each 2x2 block of outputs from a 4x4 patch of
-input. Winograd's minimal filtering algorithm does it with 16 multiplies per
-input/output channel pair instead of 36: the patch is transformed
-(``V = B^T d B``, additions only), multiplied element by element with the
-transformed filter (``U = G g G^T``, computed once when the module is built),
-summed over input channels (a batched matrix product, the bulk of the work),
-and transformed back (``Y = A^T M A``, additions only). The product takes 2.25x
-fewer multiply-adds than the direct loops; the transforms add some back and
-round-off grows slightly (about 1e-6 relative on float32).
+A 3x3 convolution computes each m x m block of outputs from an (m+2) x (m+2)
+patch of input. Winograd's minimal filtering algorithm does it with (m+2)^2
+multiplies per input/output channel pair instead of 9 m^2: the patch is
+transformed (``V = B^T d B``, additions and constant multiplies), multiplied
+element by element with the transformed filter (``U = G g G^T``, computed once
+when the module is built), summed over input channels (a batched matrix
+product, the bulk of the work), and transformed back (``Y = A^T M A``). F(2x2,
+3x3) (16 positions) takes 2.25x fewer multiply-adds in the product than the
+direct loops, F(4x4, 3x3) (36 positions) 4x; the transforms add some back and
+round-off grows slightly (about 1e-6 relative on float32 for both in
+ResNet-18 and ResNet-50). :func:`tile_size` picks F(4x4) on maps of at least
+28x28 whose transformed weights (36 per channel pair, 4x the direct ones) stay
+within 4 MB, F(2x2) elsewhere: ResNet-18 took 9.9 ms with F(4x4) on its first
+two stages against 11.7 ms with F(2x2) everywhere (ResNet-50 31.2 against
+32.5 ms; alternating rounds, 2026-12-05).
 
 Stages, as blocks of one PrimFunc ``conv2d_NCHWc_winograd`` (data in
-``NCHW{p}c``, weights transformed to ``(O/q, 16, C, q)``, output
-``NCHW{q}c``):
+``NCHW{p}c``, weights transformed to ``(O/q, P, C, q)`` with ``P = (m+2)^2``
+positions, output ``NCHW{q}c``):
 
 * ``data_pad``: the zero border (inlined into the next stage);
-* ``wino_V`` ``(T, 16, C)``: the transformed input patch of each 2x2 output
-  tile ``T`` (over batch and tile rows and columns) at each of the 16
-  positions, channels innermost. An output of odd height (or width) has
-  ``ceil(H / 2)`` tile rows: the last row of tiles reads zeros below the
-  padded input (the same bounds check as the border), so it needs no copy;
-* ``wino_M`` ``(O/q, T, 16, q)``: the sum over input channels, per position;
+* ``wino_V`` ``(T, P, C)``: the transformed input patch of each m x m output
+  tile ``T`` (over batch and tile rows and columns) at each of the P
+  positions, channels innermost. An output whose height (or width) m does not
+  divide has ``ceil(H / m)`` tile rows: the last row of tiles reads zeros
+  below the padded input (the same bounds check as the border), so it needs
+  no copy;
+* ``wino_M`` ``(O/q, T, P, q)``: the sum over input channels, per position;
 * ``wino_Y``: the output, ``A^T M A`` per tile; fused epilogues (bias,
   residual, activation) are computed in the same loop. Only the valid
   outputs are computed: a partial last tile's extra row or column is never
-  written (the loop's 2x2 split carries the bound as a predicate).
+  written (the loop's m x m split carries the bound as a predicate).
 
 For an even output size the stages are those of the whole-tile case, term
 for term (same kernels, same workload keys).
@@ -57,10 +64,22 @@ CONV2D_NCHWC_WINOGRAD = "conv2d_NCHWc_winograd"
 WEIGHT_TRANSFORM = "winograd_weight_transform"
 BLOCK_V, BLOCK_M, BLOCK_Y = "wino_V", "wino_M", "wino_Y"
 
-# F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016)
-_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+# F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016):
+# output tile m -> (B^T, G, A^T), input patch m + 2
+_MATRICES = {
+    2: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+    4: (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+         (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+         (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))),
+}
+#: F(4x4, 3x3) for maps at least this large (height and width) ...
+LARGE_TILE_MIN_SIZE = 28
+#: ... whose transformed weights (36 x C x O floats) fit in this many bytes
+LARGE_TILE_MAX_WEIGHT_BYTES = 4 << 20
 
 #: vector accumulators one ``wino_M`` register block keeps live (tiles x output-channel blocks)
 ACCUMULATORS = 16
@@ -98,33 +117,54 @@ def _combine(terms: list[tuple[float, tirx.PrimExpr]], dtype: str) -> tirx.PrimE
     return out if out is not None else tirx.const(0, dtype)
 
 
-def weight_transform_compute(weight: te.Tensor) -> te.Tensor:
-    """``U = G g G^T`` of packed weights ``(O/q, C/p, 3, 3, p, q)``: ``(O/q, 16, C, q)``, channels flattened."""
+def tile_size(height: int, width: int, in_channels: int, out_channels: int) -> int:
+    """The output tile ``m`` of F(m x m, 3x3) for a conv: 4 on maps of at least :data:`LARGE_TILE_MIN_SIZE`
+    whose transformed weights (36 per input and output channel) stay within
+    :data:`LARGE_TILE_MAX_WEIGHT_BYTES` (2.25 multiplies per output instead of 4), else 2."""
+    large = min(height, width) >= LARGE_TILE_MIN_SIZE
+    return 4 if large and 36 * in_channels * out_channels * 4 <= LARGE_TILE_MAX_WEIGHT_BYTES else 2
+
+
+def weight_transform_compute(weight: te.Tensor, m: int = 2) -> te.Tensor:
+    """``U = G g G^T`` of packed weights ``(O/q, C/p, 3, 3, p, q)``: ``(O/q, (m+2)^2, C, q)``, channels
+    flattened, for F(m x m, 3x3)."""
     o_blocks, c_blocks, _, _, c_pack, o_pack = (int(x) for x in weight.shape)
     dtype = weight.dtype
+    g = _MATRICES[m][1]
+    a = m + 2
 
     def value(ob, pos, c, oi):
         cb, ci = c // c_pack, c % c_pack
         per_pos = []
-        for e in range(4):
-            for n in range(4):
-                per_pos.append(_combine([(_G[e][r] * _G[n][s], weight[ob, cb, r, s, ci, oi])
+        for e in range(a):
+            for n in range(a):
+                per_pos.append(_combine([(g[e][r] * g[n][s], weight[ob, cb, r, s, ci, oi])
                                          for r in range(3) for s in range(3)], dtype))
         return _select(pos, per_pos)
 
-    return te.compute((o_blocks, 16, c_blocks * c_pack, o_pack), value, name=WEIGHT_TRANSFORM)
+    return te.compute((o_blocks, a * a, c_blocks * c_pack, o_pack), value, name=WEIGHT_TRANSFORM)
+
+
+def _output_tile(positions: int) -> int:
+    """``m`` of F(m x m, 3x3) from the number of positions of a patch, ``(m + 2)^2``."""
+    return {16: 2, 36: 4}[int(positions)]
 
 
 def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
-    """The Winograd convolution of packed ``data`` with transformed weights ``u`` (see the module docstring)."""
+    """The Winograd convolution of packed ``data`` with transformed weights ``u`` (see the module docstring);
+    F(2x2, 3x3) or F(4x4, 3x3) as ``u`` was transformed for."""
     n, c_blocks, height, width, c_pack = (int(x) for x in data.shape)
-    o_blocks, _, channels, o_pack = (int(x) for x in u.shape)
-    # an odd height or width ends in a half tile: its patch reads zeros past the border, its outputs are cropped
-    tiles_h, tiles_w = (height + 1) // 2, (width + 1) // 2
+    o_blocks, positions, channels, o_pack = (int(x) for x in u.shape)
+    tm = _output_tile(positions)
+    a = tm + 2
+    bt, _, at = _MATRICES[tm]
+    # a height or width that tm does not divide ends in a partial tile: its patch reads zeros past the border,
+    # its outputs are cropped
+    tiles_h, tiles_w = (height + tm - 1) // tm, (width + tm - 1) // tm
     per_image = tiles_h * tiles_w
     zero = tirx.const(0, data.dtype)
     padded = te.compute(
-        (n, c_blocks, 2 * tiles_h + 2, 2 * tiles_w + 2, c_pack),
+        (n, c_blocks, tm * tiles_h + 2, tm * tiles_w + 2, c_pack),
         lambda b, c, y, x, i: tirx.if_then_else(
             tirx.all(y >= 1, y <= height, x >= 1, x <= width), data[b, c, y - 1, x - 1, i], zero),
         name="data_pad",
@@ -134,34 +174,34 @@ def conv_compute(data: te.Tensor, u: te.Tensor, out_dtype: str) -> te.Tensor:
         b, th, tw = t // per_image, (t % per_image) // tiles_w, t % tiles_w
         cb, ci = c // c_pack, c % c_pack
         per_pos = []
-        for e in range(4):
-            for m in range(4):
-                per_pos.append(_combine([(_BT[e][r] * _BT[m][s], padded[b, cb, 2 * th + r, 2 * tw + s, ci])
-                                         for r in range(4) for s in range(4)], data.dtype))
+        for e in range(a):
+            for f in range(a):
+                per_pos.append(_combine([(bt[e][r] * bt[f][s], padded[b, cb, tm * th + r, tm * tw + s, ci])
+                                         for r in range(a) for s in range(a)], data.dtype))
         return _select(pos, per_pos)
 
-    v = te.compute((n * per_image, 16, channels), v_value, name=BLOCK_V)
+    v = te.compute((n * per_image, a * a, channels), v_value, name=BLOCK_V)
     rc = te.reduce_axis((0, channels), name="rc")
     m = te.compute(
-        (o_blocks, n * per_image, 16, o_pack),
+        (o_blocks, n * per_image, a * a, o_pack),
         lambda ob, t, pos, oi: te.sum(v[t, pos, rc].astype(out_dtype) * u[ob, pos, rc, oi].astype(out_dtype),
                                       axis=rc),
         name=BLOCK_M,
     )
 
     def y_value(b, ob, y, x, oi):
-        t = b * per_image + (y // 2) * tiles_w + x // 2
+        t = b * per_image + (y // tm) * tiles_w + x // tm
         per_out = []
-        for i in range(2):
-            for j in range(2):
-                per_out.append(_combine([(_AT[i][e] * _AT[j][f], m[ob, t, e * 4 + f, oi])
-                                         for e in range(4) for f in range(4)], out_dtype))
-        return _select((y % 2) * 2 + x % 2, per_out)
+        for i in range(tm):
+            for j in range(tm):
+                per_out.append(_combine([(at[i][e] * at[j][f], m[ob, t, e * a + f, oi])
+                                         for e in range(a) for f in range(a)], out_dtype))
+        return _select((y % tm) * tm + x % tm, per_out)
 
     return te.compute((n, o_blocks, height, width, o_pack), y_value, name=BLOCK_Y)
 
 
-def split_by_tiles(tiles: int, tile_blocks: int, out_channels: int) -> bool:
+def split_by_tiles(tiles: int, tile_blocks: int, out_channels: int, m: int = 2) -> bool:
     """Whether the batched product and the output transform are split among threads by tiles (rows), as
     the input transform is, rather than by output channels.
 
@@ -173,7 +213,7 @@ def split_by_tiles(tiles: int, tile_blocks: int, out_channels: int) -> bool:
     are at least two register blocks of tiles to share. On a VM whose two vCPUs sit on different CCXs
     (no shared L3; it changes from minute to minute) ResNet-18 measured 15.8 ms split by channels against
     14.6 ms this way, with the direct convs in row bands too (11.6 ms either way when they share an L3)."""
-    return tile_blocks >= 2 and 4 * tiles >= 16 * out_channels
+    return tile_blocks >= 2 and m * m * tiles >= (m + 2) ** 2 * out_channels
 
 
 def is_winograd(func) -> bool:
@@ -219,7 +259,7 @@ def schedule_winograd(sch: s_tir.Schedule, vector_width: int, ob_tile: int | Non
     blocks = root_blocks(sch)
     c_pack = int(sch.get(blocks[names.index("data_pad")]).writes[0].source.shape[-1])  # the data's channel block
     sch.compute_inline(blocks[names.index("data_pad")])
-    # input transform: parallel over tiles, the 16 positions unrolled, channel lanes vectorized
+    # input transform: parallel over tiles, the positions unrolled, channel lanes vectorized
     v = sch.get_sblock(BLOCK_V)
     t, pos, c = sch.get_loops(v)
     c_out, c_in = sch.split(c, [None, c_pack])
@@ -231,13 +271,14 @@ def schedule_winograd(sch: s_tir.Schedule, vector_width: int, ob_tile: int | Non
     m = sch.get_sblock(BLOCK_M)
     ob, t, pos, oi, rc = sch.get_loops(m)
     o_blocks, tiles, channels = (sch.get(x).extent.value for x in (ob, t, rc))
+    tm = _output_tile(sch.get(pos).extent.value)
     ob_tile = divisor_tile(o_blocks, 2 if ob_tile is None else ob_tile)
     t_tile = divisor_tile(tiles, ACCUMULATORS // ob_tile if t_tile is None else t_tile)
     rc_tile = divisor_tile(channels, rc_tile)
     ob_o, ob_i = sch.split(ob, [None, ob_tile])
     t_o, t_i = sch.split(t, [None, t_tile])
     rc_o, rc_i = sch.split(rc, [None, rc_tile])
-    by_rows = split_by_tiles(tiles, sch.get(t_o).extent.value, o_blocks * sch.get(oi).extent.value)
+    by_rows = split_by_tiles(tiles, sch.get(t_o).extent.value, o_blocks * sch.get(oi).extent.value, tm)
     outer = (t_o, ob_o) if by_rows else (ob_o, t_o)
     sch.reorder(*outer, pos, rc_o, rc_i, ob_i, t_i, oi)
     sch.parallel(sch.fuse(*outer))
@@ -256,8 +297,8 @@ def schedule_winograd(sch: s_tir.Schedule, vector_width: int, ob_tile: int | Non
         sch.compute_inline(out)
         out = after[-1]
     b, ob, y, x, oi = sch.get_loops(out)
-    y_o, y_i = sch.split(y, [None, 2])
-    x_o, x_i = sch.split(x, [None, 2])
+    y_o, y_i = sch.split(y, [None, tm])
+    x_o, x_i = sch.split(x, [None, tm])
     outer = (b, y_o, ob) if by_rows else (b, ob, y_o)
     sch.reorder(*outer, x_o, y_i, x_i, oi)
     sch.parallel(sch.fuse(*outer))

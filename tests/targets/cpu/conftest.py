@@ -188,6 +188,10 @@ NETS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "expand72": (lambda: _InvertedResidual(24, 3), (1, 24, 8, 8)),
     # 36 channels (padded to 40 under pack 8) into a residual add and a global mean
     "odd_channels": (_OddChannels, (1, 8, 6, 6)),
+    # 3x3 convs on maps large enough for Winograd F(4x4, 3x3): 28x28 (whole tiles), then 29x29 (a partial last tile)
+    "large_maps": (lambda: nn.Sequential(_relu(nn.Conv2d(8, 16, 3, padding=1)), nn.Conv2d(16, 16, 3, padding=1)),
+                   (1, 8, 28, 28)),
+    "large_maps_odd": (lambda: _relu(nn.Conv2d(8, 16, 3, padding=1)), (1, 8, 29, 29)),
     # DenseNet: batch norms after concatenations
     "dense_block": (_DenseBlock, (1, 3, 8, 8)),
     # a 3x3 conv whose input (8 x 18 x 18 padded) outweighs its weights (16 x 8 x 3 x 3): rows split per thread

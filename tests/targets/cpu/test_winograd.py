@@ -126,3 +126,19 @@ def test_the_product_is_split_by_tiles_when_the_input_outweighs_the_transformed_
         texts[by_tiles] = prim_funcs(after)[name].script()
         pipeline.check_numerics("wide_map", cfg)
     assert texts[True] != texts[False]
+
+
+@pytest.mark.parametrize("net", ["large_maps", "large_maps_odd"])
+def test_large_maps_take_f4x4_and_match_onnxruntime(pipeline, config, net):
+    """On maps of 28x28 and more, with transformed weights within 4 MB, the output tile is 4x4 (36 positions
+    per patch: 2.25 multiplies per output instead of 4): ResNet's first two stages; its 14x14 and 7x7 stages
+    and 28x28 maps with 256 channels (9.4 MB of transformed weights) keep 2x2."""
+    from hwnas.targets.cpu.winograd import tile_size
+
+    assert tile_size(56, 56, 64, 64) == 4 and tile_size(28, 28, 128, 128) == 4 and tile_size(55, 55, 16, 64) == 4
+    assert tile_size(14, 14, 256, 256) == 2 and tile_size(28, 28, 256, 256) == 2 and tile_size(27, 27, 8, 8) == 2
+    cfg = config(layout="NCHWc", pack=8, conv_algo="winograd")
+    after = pipeline.scheduled(net, cfg)
+    winos = [f for n, f in prim_funcs(after).items() if CONV2D_NCHWC_WINOGRAD in n]
+    assert winos and all([int(d) for d in f.params[1].shape][1] == 36 for f in winos)  # U: (O/q, 36, C, q)
+    pipeline.check_numerics(net, cfg)
