@@ -225,7 +225,7 @@ def default_knobs(func) -> dict[str, int]:
     """The knobs under which :func:`schedule_winograd_knobs` gives :func:`schedule_winograd`'s fixed schedule of
     ``func`` (the tuner's second trial, after the network's own knobs)."""
     (m,) = [b for b in blocks(func) if b.name_hint == BLOCK_M]
-    o_blocks, _, _, o_pack = block_domain(m)[0]  # (O/q, T, 16, q)
+    o_blocks, _, _, o_pack = block_domain(m)[0]  # (O/q, T, P, q)
     ob_tile = 2 if o_blocks % 2 == 0 else 1
     return {"tile_oc": ob_tile * o_pack, "tile_ow": ACCUMULATORS // ob_tile, "tile_rc": 32}
 
